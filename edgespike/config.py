@@ -1,0 +1,90 @@
+"""Configuration dataclasses shared by every model family, with a strict JSON round trip.
+
+A family's own config subclasses :class:`ModelConfig` at the top of its model file; the
+registry in :mod:`edgespike.models` maps the ``family`` key of config.json back to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from edgespike.errors import EdgespikeError
+
+RESETS = ("subtract", "zero")
+CODINGS = ("binary", "ternary", "bitwise")
+WEIGHT_MODES = ("float", "ternary")
+
+
+class ConfigError(EdgespikeError, ValueError):
+    """A configuration that cannot describe a model; the message names the key and the fix."""
+
+
+@dataclass
+class SpikeConfig:
+    """Leaky integrate-and-fire dynamics, unrolled over ``timesteps`` per token.
+
+    v[t] = beta * v[t-1] + I[t];  s[t] = H(v[t] - threshold);  then reset:
+    "subtract": v[t] -= s[t] * threshold,  "zero": v[t] *= 1 - s[t].
+    """
+
+    timesteps: int = 4  # T, timesteps per token
+    beta: float = 0.9  # membrane decay per timestep, in (0, 1]
+    threshold: float = 1.0  # firing threshold, > 0
+    reset: str = "subtract"  # one of RESETS
+    surrogate_slope: float = 5.0  # k of the fast-sigmoid surrogate 1 / (1 + k|v - thr|)^2
+
+    def __post_init__(self):
+        if not isinstance(self.timesteps, int) or not 1 <= self.timesteps <= 64:
+            raise ConfigError(f"spike.timesteps must be an integer in [1, 64], got {self.timesteps!r}")
+        if not 0.0 < self.beta <= 1.0:
+            raise ConfigError(f"spike.beta must be in (0, 1], got {self.beta}")
+        if self.threshold <= 0:
+            raise ConfigError(f"spike.threshold must be > 0, got {self.threshold}")
+        if self.reset not in RESETS:
+            raise ConfigError(f"spike.reset must be one of {RESETS}, got {self.reset!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Fields every spiking LM has; families add their own in a subclass."""
+
+    family: ClassVar[str] = ""
+    vocab_size: int = 1024  # V
+    d_model: int = 128  # d, residual width
+    n_layers: int = 2  # L
+    weights: str = "ternary"  # "float" or "ternary" (BitNet b1.58 quantization-aware)
+    spike: SpikeConfig = field(default_factory=SpikeConfig)
+
+    def __post_init__(self):
+        if isinstance(self.spike, dict):
+            self.spike = _from_dict(SpikeConfig, self.spike, "spike")
+        for name in ("vocab_size", "d_model", "n_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.weights not in WEIGHT_MODES:
+            raise ConfigError(f"weights must be one of {WEIGHT_MODES}, got {self.weights!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        data = {k: v for k, v in data.items() if k != "family"}
+        return _from_dict(cls, data, cls.family)
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _from_dict(cls, data: dict[str, Any], where: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where} config; known keys: {sorted(known)}")
+    try:
+        return cls(**data)
+    except TypeError as err:  # wrong types that dataclass construction rejects
+        raise ConfigError(f"invalid {where} config: {err}") from None

@@ -1,0 +1,99 @@
+"""The SpikingLM contract every family implements (DESIGN.md, "Contracts").
+
+    forward(tokens[B, S], state=None) -> (logits[B, S, V], state)
+    init_state(batch) -> dict[str, Tensor] with fixed shapes
+
+Training runs whole sequences from ``init_state``; decode runs S = 1 and carries the state.
+Both go through the same code, so a sequence equals its tokens fed one at a time.
+State names are dotted paths ("layers.0.attn.k"), built with ``prefixed``/``sub_state``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from edgespike.config import ModelConfig
+from edgespike.nn.ternary_linear import TernaryLinear
+
+State = dict[str, Tensor]
+
+
+def prefixed(prefix: str, state: State) -> State:
+    return {f"{prefix}{name}": value for name, value in state.items()}
+
+
+def sub_state(state: State, prefix: str) -> State:
+    return {name[len(prefix) :]: value for name, value in state.items() if name.startswith(prefix)}
+
+
+class SpikingLM(nn.Module):
+    """Base class: holds the config and the tokenizer, and switches TernaryLinear modes."""
+
+    config_class: ClassVar[type[ModelConfig]]
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.tokenizer = None  # a tokenizers.Tokenizer once trained or loaded
+
+    @property
+    def family(self) -> str:
+        return self.config.family
+
+    def linear(self, in_features: int, out_features: int, spiking_input: bool = False, bias: bool = False) -> TernaryLinear:
+        """A TernaryLinear in this model's weight mode ("float" or "qat")."""
+        mode = "qat" if self.config.weights == "ternary" else "float"
+        return TernaryLinear(in_features, out_features, bias=bias, spiking_input=spiking_input, mode=mode)
+
+    def set_weights(self, weights: str) -> None:
+        """Switch every TernaryLinear between float and ternary (QAT) weights."""
+        for module in self.modules():
+            if isinstance(module, TernaryLinear):
+                module.set_mode("qat" if weights == "ternary" else "float")
+        self.config = self.config.replace(weights=weights)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def state_like(self) -> Tensor:
+        """A tensor whose dtype and device the state takes (meta included)."""
+        return next(self.parameters())
+
+    def init_state(self, batch: int) -> State:
+        raise NotImplementedError
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def check_tokens(self, tokens: Tensor) -> None:
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
+
+
+@torch.no_grad()
+def spike_rates(model: nn.Module, tokens: Tensor) -> dict[str, float]:
+    """Mean firing rate of every spiking module (LIF, SpikeEncoder) over one forward."""
+    from edgespike.nn.spiking import LIF, SpikeEncoder
+
+    rates: dict[str, list[float]] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            rates.setdefault(name, []).append(output[0].abs().float().mean().item())
+
+        return record
+
+    handles = [
+        module.register_forward_hook(hook(name))
+        for name, module in model.named_modules()
+        if isinstance(module, (LIF, SpikeEncoder))
+    ]
+    try:
+        model(tokens)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: sum(values) / len(values) for name, values in rates.items()}

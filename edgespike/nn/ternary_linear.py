@@ -1,0 +1,80 @@
+"""TernaryLinear: a linear layer whose weights are BitNet b1.58 ternary.
+
+    y = scale * (x @ codes^T) + bias,   codes = clamp(round(W / scale), -1, 1),  scale = mean|W|
+
+Modes:
+- "float":  y = x @ W^T + bias (ordinary training, no quantization);
+- "qat":    quantization-aware training; the forward uses scale * codes, the backward passes
+            the gradient straight through to the latent float W (STE, Bengio et al. 2013);
+- "frozen": W is gone; int8 ``codes`` and ``scale`` buffers remain, and a layer fed by spikes
+            (``spiking_input``) runs ``edgespike::spike_linear`` so the graph keeps its meaning.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from edgespike.quant.ternary import absmean_scale, ternary_codes
+
+MODES = ("float", "qat", "frozen")
+
+
+class TernaryLinear(nn.Module):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = False,
+        per_channel: bool = False,
+        spiking_input: bool = False,
+        mode: str = "qat",
+    ):
+        super().__init__()
+        if mode not in ("float", "qat"):
+            raise ValueError(f"TernaryLinear: mode must be 'float' or 'qat' at construction, got {mode!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.per_channel = per_channel
+        self.spiking_input = spiking_input
+        self.mode = mode
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        nn.init.normal_(self.weight, std=1.0 / math.sqrt(in_features))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, mode={self.mode}, spiking_input={self.spiking_input}"
+
+    def set_mode(self, mode: str) -> None:
+        if self.mode == "frozen" or mode not in ("float", "qat"):
+            raise ValueError(f"TernaryLinear: cannot switch from {self.mode!r} to {mode!r}")
+        self.mode = mode
+
+    def quantized_weight(self) -> Tensor:
+        """scale * codes, with the straight-through gradient to the latent weight."""
+        scale = absmean_scale(self.weight, self.per_channel)
+        quantized = ternary_codes(self.weight, scale).to(self.weight.dtype) * scale[:, None]
+        return self.weight + (quantized - self.weight).detach()
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Replace the latent float weight by int8 codes [out, in] and scale [out] or [1]."""
+        if self.mode == "frozen":
+            return
+        scale = absmean_scale(self.weight, self.per_channel)
+        self.register_buffer("codes", ternary_codes(self.weight, scale))
+        self.register_buffer("scale", scale.clone())
+        del self.weight
+        self.mode = "frozen"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "float":
+            y = nn.functional.linear(x, self.weight)
+        elif self.mode == "qat":
+            y = nn.functional.linear(x, self.quantized_weight())
+        elif self.spiking_input:
+            y = torch.ops.edgespike.spike_linear(x, self.codes, self.scale)
+        else:
+            y = nn.functional.linear(x, self.codes.to(x.dtype)) * self.scale.to(x.dtype)
+        return y if self.bias is None else y + self.bias
