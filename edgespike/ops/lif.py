@@ -12,41 +12,14 @@ snntorch's ``fast_sigmoid``); the reset path is detached, as snntorch does by de
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import Tensor
 
 RESETS = ("subtract", "zero")
 
 
-def heaviside(v_minus_thr: Tensor, slope: float) -> Tensor:
-    return (v_minus_thr >= 0).to(v_minus_thr.dtype)
-
-
-class _SurrogateSpike(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, v_minus_thr: Tensor, slope: float) -> Tensor:
-        ctx.save_for_backward(v_minus_thr)
-        ctx.slope = slope
-        return heaviside(v_minus_thr, slope)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (v_minus_thr,) = ctx.saved_tensors
-        return grad / (1.0 + ctx.slope * v_minus_thr.abs()) ** 2, None
-
-
-def lif_reference(
-    current: Tensor,
-    v0: Tensor,
-    beta: float,
-    threshold: float,
-    reset: str,
-    spike_fn: Callable[[Tensor, float], Tensor] = heaviside,
-    slope: float = 5.0,
-) -> tuple[Tensor, Tensor]:
-    """The LIF recurrence in plain torch ops; ``spike_fn`` picks the forward or surrogate spike."""
+def lif_reference(current: Tensor, v0: Tensor, beta: float, threshold: float, reset: str) -> tuple[Tensor, Tensor]:
+    """The LIF recurrence in plain torch ops (what every target lowers the op to)."""
     if reset not in RESETS:
         raise ValueError(f"lif: reset must be one of {RESETS}, got {reset!r}")
     if current.shape[1:] != v0.shape:
@@ -55,9 +28,8 @@ def lif_reference(
     spikes = []
     for t in range(current.shape[0]):
         v = beta * v + current[t]
-        s = spike_fn(v - threshold, slope)
-        reset_by = s.detach()
-        v = v - reset_by * threshold if reset == "subtract" else v * (1.0 - reset_by)
+        s = (v >= threshold).to(v.dtype)
+        v = v - s * threshold if reset == "subtract" else v * (1.0 - s)
         spikes.append(s)
     return torch.stack(spikes), v
 
@@ -81,24 +53,32 @@ def _setup_context(ctx, inputs, output):
     ctx.params = (beta, threshold, reset, slope)
 
 
+@torch.no_grad()
 def _backward(ctx, grad_spikes, grad_v):
-    """Backpropagation through time: recompute the recurrence with the surrogate spike."""
+    """Backpropagation through time, by hand (one pass back over T, a few fused ops a step):
+    with u[t] = beta * v[t-1] + current[t] and the reset detached,
+        dL/du[t] = dL/ds[t] * surrogate(u[t] - thr) + dL/dv[t] * dv[t]/du[t]
+        dL/dcurrent[t] = dL/du[t],   dL/dv[t-1] = beta * dL/du[t]
+    where dv[t]/du[t] is 1 (subtract) or 1 - s[t] (zero)."""
     current, v0 = ctx.saved_tensors
     beta, threshold, reset, slope = ctx.params
-    with torch.enable_grad():
-        current = current.detach().requires_grad_()
-        v0 = v0.detach().requires_grad_()
-        spikes, v = lif_reference(current, v0, beta, threshold, reset, _SurrogateSpike.apply, slope)
-        grads = torch.autograd.grad(
-            (spikes, v),
-            (current, v0),
-            (_zeros_if_none(grad_spikes, spikes), _zeros_if_none(grad_v, v)),
-        )
-    return grads[0], grads[1], None, None, None, None
-
-
-def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if grad is None else grad
+    potentials = []  # u[t], recomputed
+    v = v0
+    for t in range(current.shape[0]):
+        u = beta * v + current[t]
+        potentials.append(u)
+        s = (u >= threshold).to(u.dtype)
+        v = u - s * threshold if reset == "subtract" else u * (1.0 - s)
+    grad_current = torch.empty_like(current)
+    grad_v = torch.zeros_like(v0) if grad_v is None else grad_v
+    for t in range(current.shape[0] - 1, -1, -1):
+        u = potentials[t]
+        grad_u = grad_v if reset == "subtract" else grad_v * (u < threshold).to(u.dtype)
+        if grad_spikes is not None:
+            grad_u = grad_u + grad_spikes[t] / (1.0 + slope * (u - threshold).abs()) ** 2
+        grad_current[t] = grad_u
+        grad_v = beta * grad_u
+    return grad_current, grad_v, None, None, None, None
 
 
 lif.register_autograd(_backward, setup_context=_setup_context)

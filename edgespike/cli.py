@@ -1,0 +1,195 @@
+"""The ``edgespike`` command line: parse, call the library, render with rich.
+
+Every command that takes a model accepts a model dir, ``demo`` (the bundled model) or
+``FAMILY:PRESET``; ``edgespike.models.load`` resolves all three. Expected failures
+(:class:`EdgespikeError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgespike.errors import EdgespikeError
+
+app = typer.Typer(
+    help="Ternarize, unroll and export spiking language models; run, benchmark and profile them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+MODEL_HELP = "A model dir, 'demo' (the bundled model) or FAMILY:PRESET (e.g. evospikenet:tiny)."
+
+
+@app.command("models")
+def models_command(json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")):
+    """List the model families, their presets and parameter counts (built on the meta device)."""
+    from edgespike import models
+
+    rows = []
+    for family in models.FAMILIES.values():
+        for preset, config in family.presets.items():
+            model = models.build(config, device="meta")
+            rows.append(
+                {
+                    "family": family.name,
+                    "preset": preset,
+                    "parameters": model.num_parameters(),
+                    "vocab_size": config.vocab_size,
+                    "d_model": config.d_model,
+                    "n_layers": config.n_layers,
+                    "timesteps": config.spike.timesteps,
+                    "summary": family.summary,
+                }
+            )
+    if json_out:
+        print(json.dumps({"models": rows}, indent=2))
+        return
+    table = Table("family", "preset", "parameters", "vocab", "d", "layers", "T", title="edgespike model families")
+    for row in rows:
+        table.add_row(
+            row["family"], row["preset"], _human(row["parameters"]), str(row["vocab_size"]),
+            str(row["d_model"]), str(row["n_layers"]), str(row["timesteps"]),
+        )
+    console.print(table)
+
+
+def _human(count: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size:
+            return f"{count / size:.2f}{unit}"
+    return str(int(count))
+
+
+@app.command("train")
+def train_command(
+    family: str = typer.Argument(..., help="Model family, e.g. pulse (see `edgespike models`)."),
+    preset: str = typer.Option("tiny", help="Preset of the family to train."),
+    corpus: str = typer.Option("pydoc", help="'pydoc' (ships with Python), a UTF-8 text file, or a folder of them."),
+    tokenizer_kind: str = typer.Option("bpe", "--tokenizer", help="bpe (byte-level BPE) or char."),
+    vocab_size: int = typer.Option(1024, help="Tokenizer vocabulary size (the upper bound for char)."),
+    steps: int = typer.Option(1000, help="Optimizer steps."),
+    seq_len: int = typer.Option(64, help="Tokens per training sequence."),
+    batch_size: int = typer.Option(16, help="Sequences per step."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (warm-up, then cosine decay)."),
+    ternary: bool = typer.Option(True, "--ternary/--float", help="Ternary quantization-aware or float training."),
+    timesteps: Optional[int] = typer.Option(None, help="LIF timesteps per token (default: the preset's)."),
+    eval_every: int = typer.Option(100, help="Steps between validation passes and checkpoints."),
+    seed: int = typer.Option(0, help="Seed of initialization and batch sampling."),
+    out: Optional[Path] = typer.Option(None, help="Run dir (default runs/FAMILY-PRESET): model/, checkpoint/, metrics.json."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint."),
+    json_out: bool = typer.Option(False, "--json", help="Print the final report as JSON."),
+):
+    """Train a family on a corpus; reports held-out perplexity and per-layer spike rates."""
+    import torch
+
+    from edgespike import data, models
+    from edgespike.train import TrainOptions, perplexity, train, unigram_perplexity
+
+    options = TrainOptions(steps=steps, seq_len=seq_len, batch_size=batch_size, lr=lr, eval_every=eval_every, seed=seed)
+    out = out or Path("runs") / f"{family}-{preset}"
+    if not resume and (out / "checkpoint").exists():
+        raise EdgespikeError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    train_text, held_out_text = data.split_corpus(data.read_corpus(corpus))
+    tokenizer = data.train_tokenizer(train_text, tokenizer_kind, vocab_size)
+    train_ids, valid_ids = data.encode(tokenizer, train_text), data.encode(tokenizer, held_out_text)
+
+    config = models.preset_config(family, preset)
+    spike = config.spike if timesteps is None else dataclasses.replace(config.spike, timesteps=timesteps)
+    config = config.replace(vocab_size=tokenizer.get_vocab_size(), weights="ternary" if ternary else "float", spike=spike)
+    torch.manual_seed(seed)
+    model = models.build(config)
+    model.tokenizer = tokenizer
+
+    start = time.perf_counter()
+    columns = (
+        TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=errors, disable=json_out) as bar:
+        task = bar.add_task("train", total=steps, stats="")
+
+        def show(p):
+            val = f" val ppl {p.val_ppl:.1f}" if p.val_ppl is not None else ""
+            bar.update(task, completed=p.step, stats=f"loss {p.loss:.3f} lr {p.lr:.1e} {p.tokens_per_s:,.0f} tok/s{val}")
+
+        result = train(model, train_ids, valid_ids, options, out, resume=resume, on_progress=show)
+
+    report = {
+        "family": family,
+        "preset": preset,
+        "weights": config.weights,
+        "parameters": model.num_parameters(),
+        "corpus": corpus,
+        "tokenizer": tokenizer_kind,
+        "vocab_size": config.vocab_size,
+        "train_tokens": len(train_ids),
+        "held_out_tokens": len(valid_ids),
+        "options": options.__dict__,
+        "seconds": round(result.seconds, 1),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "val_ppl": perplexity(model, valid_ids, seq_len),
+        "unigram_ppl": unigram_perplexity(train_ids, valid_ids, config.vocab_size),
+        "spike_rates": models.spike_rates(model.eval(), valid_ids[: 4 * seq_len].reshape(4, seq_len)),
+        "command": " ".join(["edgespike", *sys.argv[1:]]),
+        "history": result.history,
+    }
+    models.save(model, out / "model")
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    if json_out:
+        print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
+        return
+    console.print(
+        f"[bold]held-out perplexity[/] {report['val_ppl']:.2f} (unigram baseline {report['unigram_ppl']:.2f}) "
+        f"after {steps} steps in {report['seconds']:.0f}s; model in {out / 'model'}"
+    )
+    table = Table("layer", "spike rate", title="spike rates on held-out text")
+    for name, rate in report["spike_rates"].items():
+        table.add_row(name, f"{rate:.3f}")
+    console.print(table)
+
+
+@app.command("generate")
+def generate_command(
+    model: str = typer.Argument("demo", help=MODEL_HELP),
+    prompt: str = typer.Option(..., help="Text to continue."),
+    max_new_tokens: int = typer.Option(64, help="Tokens to generate."),
+    temperature: float = typer.Option(0.8, help="Sampling temperature; 0 is greedy."),
+    top_k: int = typer.Option(40, help="Sample among the k most likely tokens; 0 for all."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+):
+    """Continue a prompt with a model, streaming the text."""
+    from edgespike import models
+    from edgespike.generation import SamplingOptions, generate_text
+
+    options = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    lm = models.load(model)
+    sys.stdout.write(prompt)
+    for piece in generate_text(lm, prompt, options):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+def main() -> None:
+    try:
+        app()
+    except EdgespikeError as err:
+        errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
