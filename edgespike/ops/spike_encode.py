@@ -51,7 +51,7 @@ def spike_weights(timesteps: int, coding: str, twos_complement: bool = False) ->
     return weights
 
 
-def _encode(x: Tensor, timesteps: int, coding: str, twos_complement: bool) -> Tensor:
+def encode_reference(x: Tensor, timesteps: int, coding: str, twos_complement: bool) -> Tensor:
     low, high = spike_range(timesteps, coding, twos_complement)
     x = torch.clamp(torch.round(x), low, high)
     steps = torch.arange(timesteps, dtype=x.dtype, device=x.device).reshape((timesteps,) + (1,) * x.dim())
@@ -67,7 +67,7 @@ def _encode(x: Tensor, timesteps: int, coding: str, twos_complement: bool) -> Te
 @torch.library.custom_op("edgespike::spike_encode", mutates_args=())
 def spike_encode(x: Tensor, timesteps: int, coding: str, twos_complement: bool = False) -> Tensor:
     """x[...] (integer-valued float) -> spikes[T, ...] in {0, 1} ({-1, 0, 1} for ternary)."""
-    return _encode(x, timesteps, coding, twos_complement)
+    return encode_reference(x, timesteps, coding, twos_complement)
 
 
 @spike_encode.register_fake

@@ -1,0 +1,114 @@
+"""From a SpikingLM to one decode step as a static graph (DESIGN.md, "DecodeStep").
+
+    decode_step(model, timesteps)   -> DecodeStep: tokens[B, 1] -> logits[B, V]; the carried
+                                       state lives in buffers that forward mutates in place;
+                                       weights ternarized (int8 codes + scale)
+    export_step(step)               -> torch.export ExportedProgram, the IR every exporter reads
+
+State names: the model's dotted names ("layers.0.kv.k") are the public ones (manifests,
+ONNX ``state.<name>`` inputs); a buffer cannot hold a dot, so its buffer is ``state_`` + the
+name with dots as "__". Core ML names its states after the buffers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from edgespike.errors import EdgespikeError
+from edgespike.models.base import SpikingLM
+from edgespike.models.registry import build
+from edgespike.quant.ternary import ternarize
+
+MAX_TIMESTEPS = 64
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    name: str  # public dotted name
+    buffer: str  # buffer name in the DecodeStep
+    shape: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "buffer": self.buffer, "shape": list(self.shape)}
+
+
+def buffer_name(state_name: str) -> str:
+    return "state_" + state_name.replace(".", "__")
+
+
+class DecodeStep(nn.Module):
+    """One token in, next-token logits out; every carried state a buffer mutated in place."""
+
+    def __init__(self, model: SpikingLM, batch: int = 1):
+        super().__init__()
+        self.model = model
+        self.batch = batch
+        self.specs = [
+            StateSpec(name, buffer_name(name), tuple(value.shape)) for name, value in model.init_state(batch).items()
+        ]
+        for spec, value in zip(self.specs, model.init_state(batch).values()):
+            self.register_buffer(spec.buffer, value.clone())
+
+    def state(self) -> dict[str, Tensor]:
+        return {spec.name: getattr(self, spec.buffer) for spec in self.specs}
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        for spec, value in zip(self.specs, self.model.init_state(self.batch).values()):
+            getattr(self, spec.buffer).copy_(value)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        logits, new_state = self.model(tokens, self.state())
+        for spec in self.specs:
+            getattr(self, spec.buffer).copy_(new_state[spec.name])
+        return logits[:, -1]  # [B, V]
+
+
+def with_timesteps(model: SpikingLM, timesteps: int | None) -> SpikingLM:
+    """A copy of ``model`` unrolled over ``timesteps`` (the same weights, rebuilt from its config)."""
+    if timesteps is None or timesteps == model.config.spike.timesteps:
+        return copy.deepcopy(model)
+    if not isinstance(timesteps, int) or not 1 <= timesteps <= MAX_TIMESTEPS:
+        raise EdgespikeError(f"--timesteps must be an integer in [1, {MAX_TIMESTEPS}], got {timesteps}")
+    config = model.config.replace(spike=dataclasses.replace(model.config.spike, timesteps=timesteps))
+    rebuilt = build(config)
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.tokenizer = model.tokenizer
+    return rebuilt
+
+
+def decode_step(model: SpikingLM, timesteps: int | None = None, batch: int = 1) -> DecodeStep:
+    """The frozen, ternarized decode step of ``model`` (which is left untouched)."""
+    check_lowerable(model)
+    frozen = ternarize(with_timesteps(model, timesteps).float().eval())
+    for parameter in frozen.parameters():
+        parameter.requires_grad_(False)
+    return DecodeStep(frozen, batch).eval()
+
+
+def export_step(step: DecodeStep) -> torch.export.ExportedProgram:
+    """torch.export of the decode step at tokens[B, 1], under no_grad (ExecuTorch needs it)."""
+    example = (torch.zeros(step.batch, 1, dtype=torch.long),)
+    with torch.no_grad():
+        return torch.export.export(step, example, strict=False)
+
+
+# Besides edgespike's own modules, the standard layers every exporter lowers.
+LOWERABLE = (nn.ModuleList, nn.ModuleDict, nn.Sequential, nn.Embedding, nn.Linear, nn.Identity)
+
+
+def check_lowerable(model: nn.Module) -> None:
+    """Fail early, naming the module, when ``model`` holds a layer no exporter can lower."""
+    for path, module in model.named_modules():
+        if type(module).__module__.startswith("edgespike.") or isinstance(module, LOWERABLE):
+            continue
+        supported = ", ".join(t.__name__ for t in LOWERABLE)
+        raise EdgespikeError(
+            f"module {path!r} of type {type(module).__module__}.{type(module).__qualname__} cannot be lowered; "
+            f"a decode step may hold edgespike modules (edgespike.nn, the model families) and {supported}"
+        )

@@ -1,0 +1,109 @@
+"""Exporters, one module per target, behind the ``EXPORTERS`` registry.
+
+    export(model, "onnx", out_dir)  capture -> lower -> write (model files, tokenizer.json,
+                                    manifest.json) -> validate (a callback, optional), all in a
+                                    staging dir renamed onto ``out_dir`` only when complete.
+
+The toolchains (coremltools, onnx, executorch) are imported inside the target that needs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from edgespike import __version__
+from edgespike.artifact import write_manifest, staged
+from edgespike.capture import decode_step
+from edgespike.errors import EdgespikeError
+from edgespike.exporters.registry import EXPORTERS, PRECISIONS, ExportOptions, register_exporter
+from edgespike.exporters import executorch, onnx  # noqa: F401  (register the targets)
+from edgespike.models.base import SpikingLM
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EXPORTERS", "ExportOptions", "ExportResult", "export", "register_exporter"]
+
+Validator = Callable[[Path, dict], dict]  # (staged artifact dir, manifest) -> validation record
+
+
+@dataclass
+class ExportResult:
+    target: str
+    path: Path
+    manifest: dict
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage
+
+
+def export(
+    model: SpikingLM,
+    target: str,
+    out: Path,
+    options: ExportOptions | None = None,
+    force: bool = False,
+    source: str | None = None,
+    validate: Validator | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export ``model`` to ``target`` at ``out``; ``source`` is how to load the model again (for bench)."""
+    if target not in EXPORTERS:
+        raise EdgespikeError(f"unknown target {target!r}; choose one of {', '.join(EXPORTERS)} (or all)")
+    exporter = EXPORTERS[target]
+    options = options or ExportOptions()
+    precision = options.precision or exporter.default_precision
+    if precision not in PRECISIONS:
+        raise EdgespikeError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    options = ExportOptions(timesteps=options.timesteps, precision=precision, batch=options.batch)
+    seconds: dict[str, float] = {}
+
+    def stage(name: str):
+        if on_stage:
+            on_stage(name)
+        seconds[name] = time.perf_counter()
+
+    def done(name: str):
+        seconds[name] = time.perf_counter() - seconds[name]
+
+    stage("capture")
+    step = decode_step(model, options.timesteps, options.batch)
+    done("capture")
+    with staged(out, force) as staging:
+        stage("lower")
+        try:
+            fields = exporter.lower(step, options, staging)
+        except (ValueError, NotImplementedError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise EdgespikeError(f"export to {target} failed while lowering: {first}") from err
+        done("lower")
+        stage("write")
+        if model.tokenizer is not None:
+            model.tokenizer.save(str(staging / "tokenizer.json"))
+        config = step.model.config
+        manifest = {
+            "edgespike_version": __version__,
+            "family": config.family,
+            "config": config.to_dict(),
+            "source_model": source,
+            "target": target,
+            "runtime": exporter.runtime,
+            "model_file": exporter.model_file,
+            "precision": precision,
+            "timesteps": config.spike.timesteps,
+            "batch": options.batch,
+            "vocab_size": config.vocab_size,
+            "states": [spec.to_dict() for spec in step.specs],
+            **fields,
+        }
+        write_manifest(staging, manifest)
+        done("write")
+        if validate is not None:
+            stage("validate")
+            manifest["validation"] = validate(staging, manifest)
+            write_manifest(staging, manifest)
+            done("validate")
+            if not manifest["validation"]["passed"]:
+                raise EdgespikeError(f"{target} artifact failed validation: {manifest['validation']['reason']}; nothing written")
+    return ExportResult(target, Path(out), manifest, seconds)

@@ -1,0 +1,80 @@
+"""ExecuTorch: a .pte whose carried state is mutable buffers, linears delegated to XNNPACK.
+
+The edgespike ops are decomposed to core ATen with their reference kernels (the same Python
+that defines them), keeping the state mutation; XNNPACK then takes the matmuls it supports
+and the portable kernels run the rest (the LIF recurrence, comparisons, softmax).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from edgespike.capture import DecodeStep, export_step
+from edgespike.exporters.registry import ExportOptions, register_exporter
+from edgespike.ops.lif import lif_reference
+from edgespike.ops.spike_encode import encode_reference
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pte"
+
+
+def _lif(current, v0, beta, threshold, reset, slope=5.0):
+    return lif_reference(current, v0, beta, threshold, reset)
+
+
+def _spike_linear(spikes, codes, scale):
+    return torch.nn.functional.linear(spikes, codes.to(spikes.dtype)) * scale.to(spikes.dtype)
+
+
+def _spike_encode(x, timesteps, coding, twos_complement=False):
+    return encode_reference(x, timesteps, coding, twos_complement)
+
+
+DECOMPOSITIONS = {
+    torch.ops.edgespike.lif.default: _lif,
+    torch.ops.edgespike.spike_linear.default: _spike_linear,
+    torch.ops.edgespike.spike_encode.default: _spike_encode,
+}
+
+
+def delegated_ops(program) -> int:
+    """How many XNNPACK delegate calls the lowered program holds."""
+    graph = program.exported_program().graph_module.graph
+    return sum(1 for node in graph.nodes if node.op == "call_function" and "executorch_call_delegate" in str(node.target))
+
+
+class ExecuTorchExporter:
+    name = "executorch"
+    model_file = MODEL_FILE
+    runtime = "executorch"
+    default_precision = "fp32"
+
+    def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
+        try:
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
+        except ImportError as err:
+            raise ImportError("the executorch target needs executorch: pip install 'edgespike[export]'") from err
+        if options.precision != "fp32":
+            raise ValueError(f"executorch: precision {options.precision!r} is not supported; use --precision fp32")
+        with torch.no_grad():
+            program = export_step(step).run_decompositions(DECOMPOSITIONS)
+        mutated = sorted(program.graph_signature.buffers_to_mutate.values())
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        executorch_program = edge.to_executorch()
+        (staging / MODEL_FILE).write_bytes(executorch_program.buffer)
+        delegates = delegated_ops(edge)
+        log.info("executorch: %d XNNPACK delegate calls, %d mutable state buffers", delegates, len(mutated))
+        return {
+            "inputs": [{"name": "tokens", "dtype": "int64", "shape": [step.batch, 1]}],
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": [step.batch, step.model.config.vocab_size]}],
+            "mutable_buffers": mutated,
+            "xnnpack_delegates": delegates,
+        }
+
+
+register_exporter(ExecuTorchExporter())

@@ -1,0 +1,349 @@
+"""ONNX: the decode step with explicit state and the spiking ops as ``ai.edgespike`` functions.
+
+State: torch.onnx (dynamo) drops buffer mutations (DESIGN.md), so the step is exported in
+its explicit form: inputs ``tokens`` (int64 [B, 1]) and ``state.<name>``, outputs ``logits``
+first, then ``next_state.<name>``.
+
+Spiking ops: each edgespike op translates to one bare node of the domain ``ai.edgespike``
+with a registered schema; after export the op's FunctionProto, whose body is standard ONNX
+(a Scan for the LIF recurrence), is appended to ``model.functions``. The nodes survive, the
+full ``onnx.checker`` passes, and stock onnxruntime runs the file by inlining the bodies.
+
+Weights: ternary codes are stored as INT2 initializers (four per byte) feeding a
+DequantizeLinear (opset 25), never as float.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgespike.capture import DecodeStep
+from edgespike.exporters.registry import ExportOptions, register_exporter
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "ai.edgespike"
+OPSET = 25  # DequantizeLinear over INT2 needs opset 25
+MODEL_FILE = "model.onnx"
+
+
+class ExplicitStateStep(nn.Module):
+    """DecodeStep's model with the state as inputs and outputs: (tokens, *state) -> (logits, *next_state)."""
+
+    def __init__(self, step: DecodeStep):
+        super().__init__()
+        self.model = step.model
+        self.names = [spec.name for spec in step.specs]
+
+    def forward(self, tokens, *state):
+        logits, new_state = self.model(tokens, dict(zip(self.names, state)))
+        return (logits[:, -1], *(new_state[name] for name in self.names))
+
+
+# --- the edgespike ops in ONNX: schema, translation, function body -----------------------------
+
+
+@dataclass(frozen=True)
+class OnnxOp:
+    """How one edgespike op reaches ONNX."""
+
+    name: str  # op type in the ai.edgespike domain
+    torch_op: object
+    inputs: tuple[tuple[str, str], ...]  # (name, type constraint)
+    outputs: tuple[tuple[str, str], ...]
+    types: tuple[tuple[str, tuple[str, ...]], ...]
+    attributes: tuple[tuple[str, str], ...]  # (name, FLOAT|INT)
+    translate: Callable
+    body: Callable[[], "onnx.FunctionProto"]  # noqa: F821
+
+
+def _schema(op: OnnxOp):
+    from onnx import defs
+
+    Param, Attr = defs.OpSchema.FormalParameter, defs.OpSchema.Attribute
+    return defs.OpSchema(
+        op.name,
+        DOMAIN,
+        1,
+        inputs=[Param(name, constraint) for name, constraint in op.inputs],
+        outputs=[Param(name, constraint) for name, constraint in op.outputs],
+        type_constraints=[(name, list(allowed), "") for name, allowed in op.types],
+        attributes=[Attr(name, getattr(defs.OpSchema.AttrType, kind), "") for name, kind in op.attributes],
+    )
+
+
+def _opset():
+    from onnxscript import values
+
+    return values.Opset(DOMAIN, 1)
+
+
+def _translate_lif(current, v0, beta, threshold, reset, slope=5.0):
+    return _opset().LIF(current, v0, beta=beta, threshold=threshold, reset_to_zero=int(reset == "zero"))
+
+
+def _translate_spike_linear(spikes, codes, scale):
+    return _opset().SpikeLinear(spikes, codes, scale)
+
+
+def _translate_spike_encode(x, timesteps, coding, twos_complement=False):
+    return _opset().SpikeEncode(
+        x, timesteps=timesteps, coding=("binary", "ternary", "bitwise").index(coding), twos_complement=int(twos_complement)
+    )
+
+
+def _attr_constant(name: str, attr: str, kind: str):
+    """A Constant node whose value is the function's attribute ``attr``."""
+    from onnx import AttributeProto, helper
+
+    value = helper.make_attribute_ref(f"value_{kind}", AttributeProto.FLOAT if kind == "float" else AttributeProto.INT)
+    value.ref_attr_name = attr
+    node = helper.make_node("Constant", [], [name])
+    node.attribute.append(value)
+    return node
+
+
+def _function(name, inputs, outputs, attributes, nodes):
+    from onnx import helper
+
+    return helper.make_function(
+        DOMAIN, name, inputs, outputs, nodes, [helper.make_opsetid("", OPSET)], attributes=attributes
+    )
+
+
+def _lif_body():
+    """Scan over T:  u = beta*v + I;  s = u >= thr;  v' = u - s * ((1 - z) * thr + z * u), z = reset_to_zero."""
+    from onnx import TensorProto, helper
+
+    step = helper.make_graph(
+        [
+            helper.make_node("Mul", ["beta", "v"], ["decayed"]),
+            helper.make_node("Add", ["decayed", "current_t"], ["u"]),
+            helper.make_node("GreaterOrEqual", ["u", "threshold"], ["fired"]),
+            helper.make_node("Cast", ["fired"], ["s"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["zero_mode", "u"], ["zero_part"]),
+            helper.make_node("Mul", ["subtract_mode", "threshold"], ["subtract_part"]),
+            helper.make_node("Add", ["zero_part", "subtract_part"], ["reset_by"]),
+            helper.make_node("Mul", ["s", "reset_by"], ["drop"]),
+            helper.make_node("Sub", ["u", "drop"], ["v_next"]),
+        ],
+        "lif_step",
+        [helper.make_tensor_value_info("v", TensorProto.FLOAT, None), helper.make_tensor_value_info("current_t", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("v_next", TensorProto.FLOAT, None), helper.make_tensor_value_info("s", TensorProto.FLOAT, None)],
+    )
+    nodes = [
+        _attr_constant("beta", "beta", "float"),
+        _attr_constant("threshold", "threshold", "float"),
+        _attr_constant("zero_mode_int", "reset_to_zero", "int"),
+        helper.make_node("Cast", ["zero_mode_int"], ["zero_mode"], to=TensorProto.FLOAT),
+        helper.make_node("Constant", [], ["one"], value_float=1.0),
+        helper.make_node("Sub", ["one", "zero_mode"], ["subtract_mode"]),
+        helper.make_node("Scan", ["v0", "current"], ["v", "spikes"], body=step, num_scan_inputs=1),
+    ]
+    return _function("LIF", ["current", "v0"], ["spikes", "v"], ["beta", "threshold", "reset_to_zero"], nodes)
+
+
+def _spike_linear_body():
+    """y = MatMul(spikes, Transpose(Cast(codes))) * scale."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Cast", ["codes"], ["codes_f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["codes_f"], ["codes_t"], perm=[1, 0]),
+        helper.make_node("MatMul", ["spikes", "codes_t"], ["counts"]),
+        helper.make_node("Mul", ["counts", "scale"], ["y"]),
+    ]
+    return _function("SpikeLinear", ["spikes", "codes", "scale"], ["y"], [], nodes)
+
+
+def _spike_encode_body():
+    """Clamp(Round(x)) to the coding's range, then per step t (as a leading axis):
+    binary: t < x;  ternary: sign(x) * (t < |x|);  bitwise: floor(mod(x, 2^T) / 2^(T-1-t)) mod 2.
+    The coding (0 binary, 1 ternary, 2 bitwise) selects among the three with Where."""
+    from onnx import TensorProto, helper
+
+    mk = helper.make_node
+    nodes = [
+        _attr_constant("T_int", "timesteps", "int"),
+        _attr_constant("coding", "coding", "int"),
+        _attr_constant("twos_int", "twos_complement", "int"),
+        mk("Cast", ["T_int"], ["T"], to=TensorProto.FLOAT),
+        mk("Cast", ["twos_int"], ["twos"], to=TensorProto.FLOAT),
+        mk("Constant", [], ["zero"], value_float=0.0),
+        mk("Constant", [], ["one"], value_float=1.0),
+        mk("Constant", [], ["two"], value_float=2.0),
+        mk("Constant", [], ["axis0"], value_ints=[0]),
+        mk("Constant", [], ["is_binary_c"], value_int=0),
+        mk("Constant", [], ["is_ternary_c"], value_int=1),
+        mk("Equal", ["coding", "is_binary_c"], ["is_binary"]),
+        mk("Equal", ["coding", "is_ternary_c"], ["is_ternary"]),
+        # range: binary [0, T], ternary [-T, T], bitwise [0, 2^T - 1] or [-2^(T-1), 2^(T-1) - 1]
+        mk("Pow", ["two", "T"], ["levels"]),
+        mk("Div", ["levels", "two"], ["half"]),
+        mk("Neg", ["T"], ["neg_T"]),
+        mk("Neg", ["half"], ["neg_half"]),
+        mk("Mul", ["twos", "neg_half"], ["bit_low"]),
+        mk("Sub", ["levels", "one"], ["unsigned_high"]),
+        mk("Sub", ["half", "one"], ["signed_high"]),
+        mk("Cast", ["twos_int"], ["twos_bool"], to=TensorProto.BOOL),
+        mk("Where", ["twos_bool", "signed_high", "unsigned_high"], ["bit_high"]),
+        mk("Where", ["is_ternary", "neg_T", "bit_low"], ["low_tb"]),
+        mk("Where", ["is_binary", "zero", "low_tb"], ["low"]),
+        mk("Where", ["is_binary", "T", "bit_high"], ["high_b"]),
+        mk("Where", ["is_ternary", "T", "high_b"], ["high"]),
+        mk("Round", ["x"], ["rounded"]),
+        mk("Max", ["rounded", "low"], ["above"]),
+        mk("Min", ["above", "high"], ["q"]),
+        # steps t = 0..T-1 as [T, 1, ..., 1] against q unsqueezed to [1, ...]
+        mk("Range", ["zero", "T", "one"], ["steps_1d"]),
+        mk("Shape", ["q"], ["q_shape"]),
+        mk("Size", ["q_shape"], ["q_rank"]),
+        mk("Constant", [], ["minus_one"], value_ints=[-1]),
+        mk("Reshape", ["q_rank", "minus_one"], ["q_rank_1d"]),
+        mk("ConstantOfShape", ["q_rank_1d"], ["ones_i"], value=helper.make_tensor("v", TensorProto.INT64, [1], [1])),
+        mk("Concat", ["minus_one", "ones_i"], ["steps_shape"], axis=0),
+        mk("Reshape", ["steps_1d", "steps_shape"], ["steps"]),
+        mk("Unsqueeze", ["q", "axis0"], ["q1"]),
+        # binary / ternary
+        mk("Abs", ["q1"], ["magnitude"]),
+        mk("Less", ["steps", "magnitude"], ["within"]),
+        mk("Cast", ["within"], ["within_f"], to=TensorProto.FLOAT),
+        mk("Sign", ["q1"], ["sign"]),
+        mk("Mul", ["sign", "within_f"], ["count_spikes"]),
+        # bitwise
+        mk("Mod", ["q1", "levels"], ["unsigned"], fmod=1),
+        mk("Less", ["unsigned", "zero"], ["negative"]),
+        mk("Add", ["unsigned", "levels"], ["wrapped"]),
+        mk("Where", ["negative", "wrapped", "unsigned"], ["u"]),
+        mk("Sub", ["T", "one"], ["top"]),
+        mk("Sub", ["top", "steps"], ["place_exp"]),
+        mk("Pow", ["two", "place_exp"], ["place"]),
+        mk("Div", ["u", "place"], ["shifted"]),
+        mk("Floor", ["shifted"], ["floored"]),
+        mk("Mod", ["floored", "two"], ["bits"], fmod=1),
+        mk("Where", ["is_binary", "count_spikes", "bits"], ["binary_or_bits"]),
+        mk("Where", ["is_ternary", "count_spikes", "binary_or_bits"], ["spikes"]),
+    ]
+    return _function("SpikeEncode", ["x"], ["spikes"], ["timesteps", "coding", "twos_complement"], nodes)
+
+
+def _ops() -> list[OnnxOp]:
+    ops = torch.ops.edgespike
+    float_t = (("T", ("tensor(float)",)),)
+    return [
+        OnnxOp("LIF", ops.lif.default, (("current", "T"), ("v0", "T")), (("spikes", "T"), ("v", "T")), float_t,
+               (("beta", "FLOAT"), ("threshold", "FLOAT"), ("reset_to_zero", "INT")), _translate_lif, _lif_body),
+        OnnxOp("SpikeLinear", ops.spike_linear.default, (("spikes", "T"), ("codes", "C"), ("scale", "T")), (("y", "T"),),
+               float_t + (("C", ("tensor(int8)", "tensor(float)")),), (), _translate_spike_linear, _spike_linear_body),
+        OnnxOp("SpikeEncode", ops.spike_encode.default, (("x", "T"),), (("spikes", "T"),), float_t,
+               (("timesteps", "INT"), ("coding", "INT"), ("twos_complement", "INT")), _translate_spike_encode, _spike_encode_body),
+    ]
+
+
+def _register_schemas(ops: list[OnnxOp]) -> None:
+    from onnx import defs
+
+    for op in ops:
+        if not defs.has(op.name, DOMAIN):
+            defs.register_schema(_schema(op))
+
+
+# --- weights as INT2 ------------------------------------------------------------------------------
+
+
+def _pack_int2(codes: np.ndarray) -> bytes:
+    """Two's-complement 2-bit fields, four per byte, first element in the lowest bits (ONNX INT2)."""
+    fields = (codes.astype(np.int8).reshape(-1) & 3).astype(np.uint8)
+    fields = np.pad(fields, (0, (-fields.size) % 4)).reshape(-1, 4)
+    return (fields[:, 0] | fields[:, 1] << 2 | fields[:, 2] << 4 | fields[:, 3] << 6).astype(np.uint8).tobytes()
+
+
+def pack_ternary_initializers(model) -> int:
+    """Replace every int8 {-1, 0, 1} initializer by INT2 + DequantizeLinear; returns how many."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    packed = 0
+    kept = []
+    new_nodes = []
+    for init in model.graph.initializer:
+        values = numpy_helper.to_array(init) if init.data_type == TensorProto.INT8 else None
+        if values is None or values.size == 0 or values.min() < -1 or values.max() > 1:
+            kept.append(init)
+            continue
+        int2 = helper.make_tensor(f"{init.name}.int2", TensorProto.INT2, list(values.shape), _pack_int2(values), raw=True)
+        kept.append(int2)
+        new_nodes.append(
+            helper.make_node("DequantizeLinear", [int2.name, "edgespike.unit_scale"], [init.name], name=f"dequantize.{init.name}")
+        )
+        packed += 1
+    if packed:
+        kept.append(helper.make_tensor("edgespike.unit_scale", TensorProto.FLOAT, [], [1.0]))
+        retyped = {node.output[0] for node in new_nodes}
+        value_info = [info for info in model.graph.value_info if info.name not in retyped]
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(value_info)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    nodes = new_nodes + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return packed
+
+
+# --- the exporter -----------------------------------------------------------------------------------
+
+
+class OnnxExporter:
+    name = "onnx"
+    model_file = MODEL_FILE
+    runtime = "onnxruntime"
+    default_precision = "fp32"
+
+    def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
+        import onnx
+
+        if options.precision != "fp32":
+            raise ValueError(f"onnx: precision {options.precision!r} is not supported; use --precision fp32")
+        ops = _ops()
+        _register_schemas(ops)
+        names = [spec.name for spec in step.specs]
+        inputs = (torch.zeros(step.batch, 1, dtype=torch.long), *(v.clone() for v in step.state().values()))
+        with torch.no_grad():
+            program = torch.onnx.export(
+                ExplicitStateStep(step),
+                inputs,
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=["tokens", *(f"state.{n}" for n in names)],
+                output_names=["logits", *(f"next_state.{n}" for n in names)],
+                custom_translation_table={op.torch_op: op.translate for op in ops},
+                optimize=False,  # the optimizer folds Cast(int8 codes) into float weights
+                verbose=False,
+            )
+        model = program.model_proto
+        used = {node.op_type for node in model.graph.node if node.domain == DOMAIN}
+        model.functions.extend(op.body() for op in ops if op.name in used)
+        packed = pack_ternary_initializers(model)
+        for node in model.graph.node:  # stack traces of the torch source: most of the file otherwise
+            del node.metadata_props[:]
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, staging / MODEL_FILE)
+        log.info("onnx: %d ai.edgespike nodes, %d ternary initializers packed to INT2", len(used), packed)
+        return {
+            "opset": OPSET,
+            "custom_domain": DOMAIN,
+            "inputs": [{"name": "tokens", "dtype": "int64", "shape": [step.batch, 1]}]
+            + [{"name": f"state.{s.name}", "dtype": "float32", "shape": list(s.shape)} for s in step.specs],
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": [step.batch, step.model.config.vocab_size]}]
+            + [{"name": f"next_state.{s.name}", "dtype": "float32", "shape": list(s.shape)} for s in step.specs],
+        }
+
+
+register_exporter(OnnxExporter())

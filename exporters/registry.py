@@ -1,0 +1,37 @@
+"""Exporters by target name. An exporter lowers a DecodeStep into files in a staging dir and
+returns the target-specific manifest fields; ``edgespike.exporters.export`` does the rest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from edgespike.capture import DecodeStep
+
+PRECISIONS = ("fp16", "fp32")
+
+
+@dataclass
+class ExportOptions:
+    timesteps: int | None = None  # None: the model's own
+    precision: str | None = None  # None: the target's default
+    batch: int = 1
+
+
+class Exporter(Protocol):
+    name: str
+    model_file: str  # file or package the runtime opens, relative to the artifact dir
+    runtime: str  # the runtime that executes it (edgespike.runtimes.RUNTIMES)
+    default_precision: str
+
+    def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict: ...
+
+
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def register_exporter(exporter: Exporter, override: bool = False) -> None:
+    if exporter.name in EXPORTERS and not override:
+        raise ValueError(f"exporter {exporter.name!r} is already registered; pass override=True to replace it")
+    EXPORTERS[exporter.name] = exporter
