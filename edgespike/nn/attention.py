@@ -38,7 +38,8 @@ def windowed_attention(
     distance = (
         torch.arange(seq, device=q.device)[:, None] - torch.arange(window + seq, device=q.device)[None, :] + window
     ).to(q.dtype)  # [S, W+S]
-    allowed = ((distance >= 0) & (distance <= window)).to(q.dtype)[None, None] * valid[:, None, None, :]
+    in_window = (distance >= 0).to(q.dtype) * (distance <= window).to(q.dtype)  # products, not bool "and": Core ML
+    allowed = in_window[None, None] * valid[:, None, None, :]
 
     group = n_heads // keys.shape[1]
     scores = q @ keys.repeat_interleave(group, dim=1).transpose(-1, -2) / math.sqrt(head_dim)  # [B, H, S, W+S]

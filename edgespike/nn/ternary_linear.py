@@ -73,8 +73,6 @@ class TernaryLinear(nn.Module):
             y = nn.functional.linear(x, self.weight)
         elif self.mode == "qat":
             y = nn.functional.linear(x, self.quantized_weight())
-        elif self.spiking_input:
-            y = torch.ops.edgespike.spike_linear(x, self.codes, self.scale)
         else:
-            y = nn.functional.linear(x, self.codes.to(x.dtype)) * self.scale.to(x.dtype)
+            y = torch.ops.edgespike.spike_linear(x, self.codes, self.scale)
         return y if self.bias is None else y + self.bias

@@ -1,0 +1,148 @@
+"""Core ML: an ML Program for iOS 18 with Core ML states and 2-bit palettized ternary weights.
+
+The captured decode step (torch.export) goes through coremltools' ExportedProgram frontend.
+The edgespike ops become MIL composites (``register_torch_op``): LIF unrolled over its T
+steps, spike_encode as comparisons, spike_linear as one ``linear`` whose weight is
+codes * scale. Every ternary weight is then palettized ("unique" mode: three values, a 2-bit
+lookup table, ``constexpr_lut_to_dense``). The carried state buffers become Core ML states
+(``StateType`` named after the buffer), fp16 by default.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgespike.capture import DecodeStep, export_step
+from edgespike.exporters.registry import ExportOptions, register_exporter
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.mlpackage"
+TERNARY_SUFFIX = "_ternary_weight"  # names the weights the palettizer packs to 2 bits
+MIN_IOS = "iOS18"  # Core ML states need iOS 18
+
+
+def _register_composites() -> None:
+    """MIL composites of the edgespike ops (registered once per process)."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
+
+    if "edgespike::lif" in _TORCH_OPS_REGISTRY.name_to_func_mapping:
+        return
+
+    @register_torch_op(torch_alias=["edgespike::lif"])
+    def edgespike_lif(context, node):
+        current, v0, beta, threshold, reset = _get_inputs(context, node, min_expected=5)[:5]
+        beta, threshold, reset = float(_value(beta)), float(_value(threshold)), str(_value(reset))
+        v, spikes = v0, []
+        for t in range(current.shape[0]):
+            step_current = mb.squeeze(x=mb.slice_by_index(x=current, begin=[t] + [0] * (current.rank - 1),
+                                                          end=[t + 1] + list(current.shape[1:])), axes=[0])
+            v = mb.add(x=mb.mul(x=v, y=np.float32(beta)), y=step_current)
+            fired = mb.cast(x=mb.greater_equal(x=v, y=np.float32(threshold)), dtype=_dtype_name(v))
+            if reset == "subtract":
+                v = mb.sub(x=v, y=mb.mul(x=fired, y=np.float32(threshold)))
+            else:
+                v = mb.mul(x=v, y=mb.sub(x=np.float32(1.0), y=fired))
+            spikes.append(mb.expand_dims(x=fired, axes=[0]))
+        all_spikes = spikes[0] if len(spikes) == 1 else mb.concat(values=spikes, axis=0)
+        context.add((all_spikes, v), torch_name=node.name)
+
+    @register_torch_op(torch_alias=["edgespike::spike_linear"])
+    def edgespike_spike_linear(context, node):
+        spikes, codes, scale = _get_inputs(context, node, expected=3)
+        weight = codes.val.astype(np.float32) * scale.val.astype(np.float32).reshape(-1, 1)
+        weight_const = mb.const(val=weight.astype(_np_dtype(spikes)), name=node.name + TERNARY_SUFFIX)
+        context.add(mb.linear(x=spikes, weight=weight_const, name=node.name))
+
+    @register_torch_op(torch_alias=["edgespike::spike_encode"])
+    def edgespike_spike_encode(context, node):
+        from edgespike.ops import spike_range
+
+        inputs = _get_inputs(context, node, min_expected=3)
+        x, timesteps, coding = inputs[0], int(_value(inputs[1])), str(_value(inputs[2]))
+        twos = bool(_value(inputs[3])) if len(inputs) > 3 else False
+        low, high = spike_range(timesteps, coding, twos)
+        dtype = _np_dtype(x)
+        q = mb.clip(x=mb.round(x=x), alpha=dtype(low), beta=dtype(high))
+        steps = []
+        for t in range(timesteps):
+            if coding in ("binary", "ternary"):
+                within = mb.cast(x=mb.greater(x=mb.abs(x=q), y=dtype(t)), dtype=_dtype_name(x))
+                spike = within if coding == "binary" else mb.mul(x=mb.sign(x=q), y=within)
+            else:
+                unsigned = mb.mod(x=mb.add(x=mb.mod(x=q, y=dtype(2**timesteps)), y=dtype(2**timesteps)), y=dtype(2**timesteps))
+                spike = mb.mod(x=mb.floor(x=mb.real_div(x=unsigned, y=dtype(2 ** (timesteps - 1 - t)))), y=dtype(2))
+            steps.append(mb.expand_dims(x=spike, axes=[0]))
+        context.add(steps[0] if timesteps == 1 else mb.concat(values=steps, axis=0), torch_name=node.name)
+
+
+def _value(arg):
+    """A scalar argument's Python value (the EXIR frontend passes strings unwrapped)."""
+    return arg.val if hasattr(arg, "val") else arg
+
+
+def _dtype_name(var) -> str:
+    from coremltools.converters.mil.mil import types
+
+    return "fp16" if var.dtype == types.fp16 else "fp32"
+
+
+def _np_dtype(var):
+    from coremltools.converters.mil.mil import types
+
+    return np.float16 if var.dtype == types.fp16 else np.float32
+
+
+class CoreMLExporter:
+    name = "coreml"
+    model_file = MODEL_FILE
+    runtime = "coreml"
+    default_precision = "fp16"
+
+    def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
+        try:
+            import coremltools as ct
+            import coremltools.optimize.coreml as cto
+        except ImportError as err:
+            raise ImportError("the coreml target needs coremltools: pip install 'edgespike[export]'") from err
+        _register_composites()
+        program = export_step(step).run_decompositions({})
+        state_dtype = np.float16 if options.precision == "fp16" else np.float32
+        states = [
+            ct.StateType(wrapped_type=ct.TensorType(shape=spec.shape, dtype=state_dtype), name=spec.buffer)
+            for spec in step.specs
+        ]
+        mlmodel = ct.convert(
+            program,
+            inputs=[ct.TensorType(name="tokens", shape=(step.batch, 1), dtype=np.int32)],
+            states=states,
+            minimum_deployment_target=ct.target.iOS18,
+            compute_precision=ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32,
+            skip_model_load=True,
+        )
+        ternary = [
+            op.name
+            for op in mlmodel._mil_program.functions["main"].operations
+            if op.op_type == "const" and TERNARY_SUFFIX in op.name
+        ]
+        config = cto.OptimizationConfig(op_name_configs={name: cto.OpPalettizerConfig(mode="unique", weight_threshold=0) for name in ternary})
+        mlmodel = cto.palettize_weights(mlmodel, config)
+        output = mlmodel._spec.description.output[0].name
+        mlmodel.save(str(staging / MODEL_FILE))
+        log.info("coreml: %d ternary weights palettized to 2-bit LUTs, %d states", len(ternary), len(states))
+        return {
+            "minimum_deployment_target": MIN_IOS,
+            "inputs": [{"name": "tokens", "dtype": "int32", "shape": [step.batch, 1]}],
+            "outputs": [{"name": output, "dtype": "float16" if options.precision == "fp16" else "float32",
+                         "shape": [step.batch, step.model.config.vocab_size]}],
+            "palettized_weights": len(ternary),
+        }
+
+
+register_exporter(CoreMLExporter())
