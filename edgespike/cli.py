@@ -183,6 +183,80 @@ def generate_command(
     sys.stdout.write("\n")
 
 
+TARGET_HELP = "coreml, onnx, executorch, or all."
+
+
+def _model_name(spec: str) -> str:
+    return Path(spec).name if Path(spec).exists() else spec.replace(":", "-")
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+@app.command("export")
+def export_command(
+    model: str = typer.Argument("demo", help=MODEL_HELP),
+    target: str = typer.Option("coreml", help=TARGET_HELP),
+    out: Optional[Path] = typer.Option(None, help="Artifact dir (default artifacts/MODEL/TARGET)."),
+    timesteps: Optional[int] = typer.Option(None, help="Unroll LIF neurons over T timesteps (default: the model's)."),
+    precision: Optional[str] = typer.Option(None, help="fp16 or fp32 (default: fp16 for coreml, fp32 elsewhere)."),
+    validate: bool = typer.Option(True, "--validate/--no-validate", help="Check the artifact against eager PyTorch."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing artifact dir."),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifests as JSON."),
+):
+    """Export one decode step to CoreML, ONNX and/or ExecuTorch, validated against eager PyTorch."""
+    from edgespike import models
+    from edgespike.exporters import EXPORTERS, ExportOptions, export
+    from edgespike.validate import validate_artifact
+
+    targets = list(EXPORTERS) if target == "all" else [target]
+    unknown = [t for t in targets if t not in EXPORTERS]
+    if unknown:
+        raise EdgespikeError(f"unknown target {unknown[0]!r}; choose one of {', '.join(EXPORTERS)} or all")
+    lm = models.load(model)
+    options = ExportOptions(timesteps=timesteps, precision=precision)
+    base = out or Path("artifacts") / _model_name(model)
+    results = []
+    with Progress(TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
+                  console=errors, disable=json_out) as bar:
+        for name in targets:
+            task = bar.add_task(name, stage="")
+            destination = base / name if (out is None or len(targets) > 1) else out
+            result = export(
+                lm, name, destination, options, force=force, source=model,
+                validate=(lambda d, m: validate_artifact(d, m, lm)) if validate else None,
+                on_stage=lambda stage, task=task: bar.update(task, stage=stage),
+            )
+            bar.update(task, stage="done")
+            results.append(result)
+    if json_out:
+        print(json.dumps([{"path": str(r.path), "seconds": r.seconds, **r.manifest} for r in results], indent=2))
+        return
+    float_bytes = 4 * lm.num_parameters()
+    table = Table("target", "size", "vs fp32", "check", "max|Δlogit|", "top-1", "greedy", "flips", "time",
+                  title=f"export of {model} (fp32 weights {float_bytes / 1e6:.2f} MB)")
+    for r in results:
+        v = r.manifest.get("validation") or {}
+        size = _dir_bytes(r.path / r.manifest["model_file"])
+        check = "skipped"
+        if v:
+            kind = "structural" if v["runtime"] == "structural" else "numeric"
+            check = f"[green]pass[/] {kind}" if v["passed"] else f"[red]fail[/] {kind}"
+        table.add_row(
+            r.target, f"{size / 1e6:.2f} MB", f"{size / float_bytes:.2f}x", check,
+            _fmt(v.get("max_abs_logit_diff"), ".1e"), _fmt(v.get("top1_agreement"), ".3f"),
+            _fmt(v.get("greedy_match"), ""), _fmt(v.get("spike_flip_rate"), ".4f"), f"{sum(r.seconds.values()):.1f}s",
+        )
+    console.print(table)
+    for r in results:
+        console.print(f"{r.target}: {r.path}", highlight=False)
+
+
+def _fmt(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
 def main() -> None:
     try:
         app()

@@ -55,6 +55,7 @@ class ExecuTorchExporter:
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         try:
+            from executorch.backends.xnnpack.partition.config.gemm_configs import AddmmConfig, LinearConfig, MMConfig
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
         except ImportError as err:
@@ -64,7 +65,10 @@ class ExecuTorchExporter:
         with torch.no_grad():
             program = export_step(step).run_decompositions(DECOMPOSITIONS)
         mutated = sorted(program.graph_signature.buffers_to_mutate.values())
-        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        # XNNPACK takes the linears (DESIGN.md); delegating every elementwise op as well splits
+        # the graph into one partition per stretch between LIF steps, each lowered separately
+        partitioner = XnnpackPartitioner(configs=[LinearConfig, AddmmConfig, MMConfig])
+        edge = to_edge_transform_and_lower(program, partitioner=[partitioner])
         executorch_program = edge.to_executorch()
         (staging / MODEL_FILE).write_bytes(executorch_program.buffer)
         delegates = delegated_ops(edge)

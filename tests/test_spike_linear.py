@@ -27,7 +27,7 @@ def test_ternary_codes_absmean():
 
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_ternary_linear_freeze_keeps_outputs(per_channel):
-    layer = TernaryLinear(16, 8, per_channel=per_channel, spiking_input=True)
+    layer = TernaryLinear(16, 8, per_channel=per_channel)
     spikes = (torch.rand(5, 16) > 0.5).float()
     before = layer(spikes)
     layer.freeze()

@@ -43,10 +43,10 @@ class SpikingLM(nn.Module):
     def family(self) -> str:
         return self.config.family
 
-    def linear(self, in_features: int, out_features: int, spiking_input: bool = False, bias: bool = False) -> TernaryLinear:
+    def linear(self, in_features: int, out_features: int, bias: bool = False) -> TernaryLinear:
         """A TernaryLinear in this model's weight mode ("float" or "qat")."""
         mode = "qat" if self.config.weights == "ternary" else "float"
-        return TernaryLinear(in_features, out_features, bias=bias, spiking_input=spiking_input, mode=mode)
+        return TernaryLinear(in_features, out_features, bias=bias, mode=mode)
 
     def set_weights(self, weights: str) -> None:
         """Switch every TernaryLinear between float and ternary (QAT) weights."""

@@ -62,16 +62,16 @@ class PulseBlock(nn.Module):
         kv_dim = self.n_kv_heads * self.head_dim
         self.attn_norm = RMSNorm(cfg.d_model)
         self.attn_lif = LIF(cfg.spike)
-        self.q_proj = model.linear(cfg.d_model, cfg.d_model, spiking_input=True)
-        self.k_proj = model.linear(cfg.d_model, kv_dim, spiking_input=True)
-        self.v_proj = model.linear(cfg.d_model, kv_dim, spiking_input=True)
+        self.q_proj = model.linear(cfg.d_model, cfg.d_model)
+        self.k_proj = model.linear(cfg.d_model, kv_dim)
+        self.v_proj = model.linear(cfg.d_model, kv_dim)
         self.o_proj = model.linear(cfg.d_model, cfg.d_model)
         self.register_buffer("slopes", alibi_slopes(cfg.n_heads), persistent=False)
         self.mlp_norm = RMSNorm(cfg.d_model)
         self.mlp_lif = LIF(cfg.spike)
-        self.up = model.linear(cfg.d_model, cfg.ffn_dim, spiking_input=True)
+        self.up = model.linear(cfg.d_model, cfg.ffn_dim)
         self.hidden_lif = LIF(cfg.spike)
-        self.down = model.linear(cfg.ffn_dim, cfg.d_model, spiking_input=True)
+        self.down = model.linear(cfg.ffn_dim, cfg.d_model)
         self.window = cfg.window
 
     def init_state(self, batch: int, like: Tensor) -> State:

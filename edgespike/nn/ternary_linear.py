@@ -6,8 +6,9 @@ Modes:
 - "float":  y = x @ W^T + bias (ordinary training, no quantization);
 - "qat":    quantization-aware training; the forward uses scale * codes, the backward passes
             the gradient straight through to the latent float W (STE, Bengio et al. 2013);
-- "frozen": W is gone; int8 ``codes`` and ``scale`` buffers remain, and a layer fed by spikes
-            (``spiking_input``) runs ``edgespike::spike_linear`` so the graph keeps its meaning.
+- "frozen": W is gone; int8 ``codes`` and ``scale`` buffers remain and the layer runs
+            ``edgespike::spike_linear``, so the graph keeps the ternary meaning (fed by spikes, a
+            layer is additions only; a backend tells by the op that produced its input).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ class TernaryLinear(nn.Module):
         out_features: int,
         bias: bool = False,
         per_channel: bool = False,
-        spiking_input: bool = False,
         mode: str = "qat",
     ):
         super().__init__()
@@ -37,25 +37,26 @@ class TernaryLinear(nn.Module):
             raise ValueError(f"TernaryLinear: mode must be 'float' or 'qat' at construction, got {mode!r}")
         self.in_features, self.out_features = in_features, out_features
         self.per_channel = per_channel
-        self.spiking_input = spiking_input
         self.mode = mode
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(in_features))
 
     def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, mode={self.mode}, spiking_input={self.spiking_input}"
+        return f"{self.in_features}, {self.out_features}, mode={self.mode}"
 
     def set_mode(self, mode: str) -> None:
         if self.mode == "frozen" or mode not in ("float", "qat"):
             raise ValueError(f"TernaryLinear: cannot switch from {self.mode!r} to {mode!r}")
         self.mode = mode
 
-    def quantized_weight(self) -> Tensor:
-        """scale * codes, with the straight-through gradient to the latent weight."""
-        scale = absmean_scale(self.weight, self.per_channel)
-        quantized = ternary_codes(self.weight, scale).to(self.weight.dtype) * scale[:, None]
-        return self.weight + (quantized - self.weight).detach()
+    def ste_codes(self) -> tuple[Tensor, Tensor]:
+        """(codes, scale) with codes carrying the straight-through gradient to the latent weight:
+        linear(x, codes) * scale is then the frozen layer's arithmetic exactly, and its gradient
+        with respect to W is that of linear(x, W)."""
+        scale = absmean_scale(self.weight, self.per_channel).detach()
+        codes = ternary_codes(self.weight, scale).to(self.weight.dtype)
+        return codes + (self.weight - self.weight.detach()) / scale[:, None], scale
 
     @torch.no_grad()
     def freeze(self) -> None:
@@ -72,7 +73,8 @@ class TernaryLinear(nn.Module):
         if self.mode == "float":
             y = nn.functional.linear(x, self.weight)
         elif self.mode == "qat":
-            y = nn.functional.linear(x, self.quantized_weight())
+            codes, scale = self.ste_codes()
+            y = nn.functional.linear(x, codes) * scale
         else:
             y = torch.ops.edgespike.spike_linear(x, self.codes, self.scale)
         return y if self.bias is None else y + self.bias

@@ -1,0 +1,43 @@
+"""onnxruntime: runs model.onnx with the state fed back (``next_state.<n>`` -> ``state.<n>``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgespike.runtimes.registry import check_token, missing_runtime, register_runtime
+
+
+class OnnxSession:
+    def __init__(self, directory: Path, manifest: dict, extra_outputs: tuple[str, ...] = ()):
+        try:
+            import onnx
+            import onnxruntime as ort
+        except ImportError:
+            raise missing_runtime("onnxruntime", "onnxruntime") from None
+        self.manifest = manifest
+        self.runtime = f"onnxruntime {ort.__version__} (CPU)"
+        model = onnx.load(str(directory / manifest["model_file"]))
+        if extra_outputs:  # intermediate values, e.g. spikes for validation
+            model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in extra_outputs)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.names = [spec["name"] for spec in manifest["states"]]
+        self.extra: list[np.ndarray] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = {f"state.{spec['name']}": np.zeros(spec["shape"], np.float32) for spec in self.manifest["states"]}
+
+    def step(self, token: int) -> np.ndarray:
+        check_token(token, self.manifest["vocab_size"])
+        outputs = self.session.run(None, {"tokens": np.array([[token]], dtype=np.int64), **self.state})
+        n = len(self.names)
+        self.state = {f"state.{name}": value for name, value in zip(self.names, outputs[1 : 1 + n])}
+        self.extra = outputs[1 + n :]
+        return outputs[0][0]
+
+
+register_runtime("onnxruntime", OnnxSession)

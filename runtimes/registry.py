@@ -1,0 +1,38 @@
+"""Runtimes by name. A runtime opens an artifact dir and returns a Session that owns the
+carried state: ``step(token_id) -> logits[V]`` (numpy float32), ``reset()``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from edgespike.errors import EdgespikeError
+
+
+class Session(Protocol):
+    manifest: dict
+    runtime: str  # what actually runs the model, in words (e.g. "onnxruntime 1.32.0 (CPU)")
+
+    def step(self, token: int) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+
+RUNTIMES: dict[str, Callable[[Path, dict], Session]] = {}
+
+
+def register_runtime(name: str, opener: Callable[[Path, dict], Session], override: bool = False) -> None:
+    if name in RUNTIMES and not override:
+        raise ValueError(f"runtime {name!r} is already registered; pass override=True to replace it")
+    RUNTIMES[name] = opener
+
+
+def check_token(token: int, vocab_size: int) -> None:
+    if not 0 <= token < vocab_size:
+        raise EdgespikeError(f"token id {token} is outside the vocabulary [0, {vocab_size})")
+
+
+def missing_runtime(name: str, package: str) -> EdgespikeError:
+    return EdgespikeError(f"the {name} runtime is not installed; pip install {package} (or 'edgespike[export]')")
