@@ -1,8 +1,10 @@
 """ExecuTorch: a .pte whose carried state is mutable buffers, linears delegated to XNNPACK.
 
 The edgespike ops are decomposed to core ATen with their reference kernels (the same Python
-that defines them), keeping the state mutation; XNNPACK then takes the matmuls it supports
-and the portable kernels run the rest (the LIF recurrence, comparisons, softmax).
+that defines them), keeping the state mutation; constant propagation turns int8 codes x scale
+into static float weights, XNNPACK takes the linears and matmuls over them, and the portable
+kernels run the rest (the LIF recurrence, comparisons, softmax). XNNPACK has no 2-bit weight
+path, so the .pte stores float weights.
 """
 
 from __future__ import annotations
@@ -58,12 +60,15 @@ class ExecuTorchExporter:
             from executorch.backends.xnnpack.partition.config.gemm_configs import AddmmConfig, LinearConfig, MMConfig
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
+            from executorch.exir.passes.constant_prop_pass import constant_prop_pass
         except ImportError as err:
             raise ImportError("the executorch target needs executorch: pip install 'edgespike[export]'") from err
         if options.precision != "fp32":
             raise ValueError(f"executorch: precision {options.precision!r} is not supported; use --precision fp32")
         with torch.no_grad():
             program = export_step(step).run_decompositions(DECOMPOSITIONS)
+        # fold codes -> float weights, so XNNPACK sees static weights it can pack
+        program = constant_prop_pass(program)
         mutated = sorted(program.graph_signature.buffers_to_mutate.values())
         # XNNPACK takes the linears (DESIGN.md); delegating every elementwise op as well splits
         # the graph into one partition per stretch between LIF steps, each lowered separately

@@ -164,7 +164,8 @@ class GatedLinearAttention(Heads):
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         q, k, v, g, low = self.input_spikes(x, self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.gate_down)
-        alpha = torch.exp(nn.functional.logsigmoid(self.gate_up(low)) / self.temperature)  # [B, S, d]
+        # log sigmoid(z) = -softplus(-z): Core ML has no log_sigmoid
+        alpha = torch.exp(-nn.functional.softplus(-self.gate_up(low)) / self.temperature)  # [B, S, d]
         group = self.n_heads // self.n_kv_heads
         o, memory = gla_recurrence(
             self.split(q, self.n_heads) / math.sqrt(self.head_dim),

@@ -69,4 +69,5 @@ class SpikeEncoder(nn.Module):
 
     def decode(self, y: Tensor, scale: Tensor) -> Tensor:
         """y[T, ..., o] (a linear of the spikes) -> [..., o], weighted by step and rescaled."""
-        return torch.tensordot(self.step_weights.to(y.dtype), y, dims=1) * scale
+        weights = self.step_weights.to(y.dtype).reshape((-1,) + (1,) * (y.dim() - 1))
+        return (weights * y).sum(dim=0) * scale  # a weighted sum, not tensordot: Core ML has no tensordot

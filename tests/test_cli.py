@@ -1,0 +1,59 @@
+"""The command line as a user runs it: output, JSON, exit codes, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgespike.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_models_json_lists_every_family_and_the_evospikenet_table():
+    result = run("models", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["models"]
+    assert {r["family"] for r in rows} == {"pulse", "spikingbrain", "evospikenet", "neurogen", "ultimate"}
+    evo = {r["preset"]: r for r in rows if r["family"] == "evospikenet"}
+    for preset, billions in {"3b-balanced": 2.7, "3b-wider": 3.2, "3b-deeper": 3.3, "7b-llama": 6.7, "7b-larger": 8.3}.items():
+        row = evo[preset]
+        formula = 2 * row["vocab_size"] * row["d_model"] + 12 * row["n_layers"] * row["d_model"] ** 2
+        assert abs(row["parameters"] - formula) <= (2 * row["n_layers"] + 1) * row["d_model"]  # norm weights only
+        assert round(row["parameters"] / 1e9, 1) == billions
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["export", "nosuch:tiny"], "unknown model family 'nosuch'"),
+        (["export", "pulse:tiny", "--target", "tpu"], "unknown target 'tpu'"),
+        (["train", "pulse", "--steps", "0"], "--steps must be > 0"),
+        (["generate", "/no/such/model", "--prompt", "hi"], "neither a model dir"),
+        (["generate", "pulse:tiny", "--prompt", "hi"], "has no tokenizer"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") <= 1 or "error:" in result.stderr.strip().splitlines()[-1]
+
+
+def test_train_then_generate(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the spiking model reads the text and the text reads the model.\n" * 300)
+    out = tmp_path / "run"
+    result = run("train", "pulse", "--corpus", str(corpus), "--tokenizer", "char", "--steps", "4", "--seq-len", "16",
+                 "--batch-size", "2", "--eval-every", "2", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["vocab_size"] == len(set(corpus.read_text())) + 1
+    assert report["val_ppl"] > 1 and set(report["spike_rates"]) and report["command"].startswith("edgespike train pulse")
+    assert (out / "model" / "tokenizer.json").is_file() and (out / "metrics.json").is_file()
+    again = run("train", "pulse", "--corpus", str(corpus), "--tokenizer", "char", "--steps", "4", "--out", str(out))
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    generated = run("generate", str(out / "model"), "--prompt", "the ", "--max-new-tokens", "8", "--temperature", "0")
+    assert generated.returncode == 0, generated.stderr
+    assert generated.stdout.startswith("the ") and len(generated.stdout) == len("the ") + 8 + 1  # 8 chars + newline
