@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -31,6 +34,18 @@ console = Console()
 errors = Console(stderr=True)
 
 MODEL_HELP = "A model dir, 'demo' (the bundled model) or FAMILY:PRESET (e.g. evospikenet:tiny)."
+QUIET_LOGGERS = ("coremltools", "torch", "torchao", "executorch", "onnxscript")
+
+
+@app.callback()
+def main_options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show edgespike's and the toolchains' logs.")):
+    """Ternarize, unroll and export spiking language models; run, benchmark and profile them."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if not verbose:  # the toolchains' own warnings (untested torch version, deprecations) are not the user's
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass progress bars
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @app.command("models")
@@ -221,14 +236,14 @@ def export_command(
     with Progress(TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
                   console=errors, disable=json_out) as bar:
         for name in targets:
-            task = bar.add_task(name, stage="")
+            task = bar.add_task(name, total=1, stage="")
             destination = base / name if (out is None or len(targets) > 1) else out
             result = export(
                 lm, name, destination, options, force=force, source=model,
                 validate=(lambda d, m: validate_artifact(d, m, lm)) if validate else None,
                 on_stage=lambda stage, task=task: bar.update(task, stage=stage),
             )
-            bar.update(task, stage="done")
+            bar.update(task, completed=1, stage="done")
             results.append(result)
     if json_out:
         print(json.dumps([{"path": str(r.path), "seconds": r.seconds, **r.manifest} for r in results], indent=2))

@@ -317,7 +317,7 @@ class OnnxExporter:
         inputs = (torch.zeros(step.batch, 1, dtype=torch.long), *(v.clone() for v in step.state().values()))
         with torch.no_grad():
             program = torch.onnx.export(
-                ExplicitStateStep(step),
+                ExplicitStateStep(step).eval(),
                 inputs,
                 dynamo=True,
                 opset_version=OPSET,
