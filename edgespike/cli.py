@@ -41,11 +41,8 @@ QUIET_LOGGERS = ("coremltools", "torch", "torchao", "executorch", "onnxscript")
 def main_options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show edgespike's and the toolchains' logs.")):
     """Ternarize, unroll and export spiking language models; run, benchmark and profile them."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
-    if not verbose:  # the toolchains' own warnings (untested torch version, deprecations) are not the user's
-        warnings.filterwarnings("ignore")
-        os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass progress bars
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
+    if not verbose:
+        _quiet_toolchains()
 
 
 @app.command("models")
@@ -209,6 +206,28 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
+def _quiet_toolchains() -> None:
+    """The toolchains' own warnings (untested torch version, deprecations, per-pass progress
+    bars) are not the user's business unless --verbose."""
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _export_one(model_spec: str, target: str, destination: Path, options, force: bool, validate: bool, on_stage=None):
+    """Load, export and validate one target (in this process or a worker of the pool)."""
+    from edgespike import models
+    from edgespike.exporters import export
+    from edgespike.validate import validate_artifact
+
+    lm = models.load(model_spec)
+    return export(
+        lm, target, destination, options, force=force, source=model_spec,
+        validate=(lambda d, m: validate_artifact(d, m, lm)) if validate else None, on_stage=on_stage,
+    )
+
+
 @app.command("export")
 def export_command(
     model: str = typer.Argument("demo", help=MODEL_HELP),
@@ -218,33 +237,47 @@ def export_command(
     precision: Optional[str] = typer.Option(None, help="fp16 or fp32 (default: fp16 for coreml, fp32 elsewhere)."),
     validate: bool = typer.Option(True, "--validate/--no-validate", help="Check the artifact against eager PyTorch."),
     force: bool = typer.Option(False, "--force", help="Replace an existing artifact dir."),
+    jobs: int = typer.Option(2, help="Targets exported at once, each in its own process (with --target all)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifests as JSON."),
 ):
     """Export one decode step to CoreML, ONNX and/or ExecuTorch, validated against eager PyTorch."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
     from edgespike import models
-    from edgespike.exporters import EXPORTERS, ExportOptions, export
-    from edgespike.validate import validate_artifact
+    from edgespike.exporters import EXPORTERS, ExportOptions
 
     targets = list(EXPORTERS) if target == "all" else [target]
     unknown = [t for t in targets if t not in EXPORTERS]
     if unknown:
         raise EdgespikeError(f"unknown target {unknown[0]!r}; choose one of {', '.join(EXPORTERS)} or all")
-    lm = models.load(model)
+    lm = models.load(model)  # fail fast on a bad model spec
     options = ExportOptions(timesteps=timesteps, precision=precision)
     base = out or Path("artifacts") / _model_name(model)
+    destinations = {name: base / name if (out is None or len(targets) > 1) else out for name in targets}
+    existing = [str(d) for d in destinations.values() if d.exists()]
+    if existing and not force:
+        raise EdgespikeError(f"{existing[0]} already exists; pass --force to replace it or choose another --out")
     results = []
     with Progress(TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
                   console=errors, disable=json_out) as bar:
-        for name in targets:
-            task = bar.add_task(name, total=1, stage="")
-            destination = base / name if (out is None or len(targets) > 1) else out
-            result = export(
-                lm, name, destination, options, force=force, source=model,
-                validate=(lambda d, m: validate_artifact(d, m, lm)) if validate else None,
-                on_stage=lambda stage, task=task: bar.update(task, stage=stage),
-            )
-            bar.update(task, completed=1, stage="done")
-            results.append(result)
+        tasks = {name: bar.add_task(name, total=1, stage="waiting") for name in targets}
+        if jobs <= 1 or len(targets) == 1:
+            for name in targets:
+                results.append(_export_one(model, name, destinations[name], options, force, validate,
+                                           on_stage=lambda stage, task=tasks[name]: bar.update(task, stage=stage)))
+                bar.update(tasks[name], completed=1, stage="done")
+        else:
+            pool = ProcessPoolExecutor(min(jobs, len(targets)), mp_context=get_context("spawn"), initializer=_quiet_toolchains)
+            with pool:
+                futures = {pool.submit(_export_one, model, name, destinations[name], options, force, validate): name
+                           for name in targets}
+                for name in targets:
+                    bar.update(tasks[name], stage="exporting")
+                for future in as_completed(futures):
+                    results.append(future.result())
+                    bar.update(tasks[futures[future]], completed=1, stage="done")
+            results.sort(key=lambda r: targets.index(r.target))
     if json_out:
         print(json.dumps([{"path": str(r.path), "seconds": r.seconds, **r.manifest} for r in results], indent=2))
         return

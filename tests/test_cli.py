@@ -57,3 +57,19 @@ def test_train_then_generate(tmp_path):
     generated = run("generate", str(out / "model"), "--prompt", "the ", "--max-new-tokens", "8", "--temperature", "0")
     assert generated.returncode == 0, generated.stderr
     assert generated.stdout.startswith("the ") and len(generated.stdout) == len("the ") + 8 + 1  # 8 chars + newline
+
+
+def test_export_demo_to_onnx_validates_numerically(tmp_path):
+    """The bundled demo (trained, ternary) exports and matches eager on held-out text."""
+    result = run("export", "--target", "onnx", "--out", str(tmp_path / "onnx"), "--json")
+    assert result.returncode == 0, result.stderr
+    (manifest,) = json.loads(result.stdout)
+    v = manifest["validation"]
+    assert manifest["source_model"] == "demo" and manifest["family"] == "pulse" and manifest["timesteps"] == 4
+    assert v["passed"] and v["tokens"] == 64 and v["top1_agreement"] >= 0.99 and v["max_abs_logit_diff"] <= 1e-3
+    assert v["spike_flip_rate"] is not None and v["spike_flip_rate"] <= 0.01
+    assert (tmp_path / "onnx" / "tokenizer.json").is_file()
+    from edgespike.models import load
+
+    fp32_bytes = 4 * load("demo").num_parameters()
+    assert (tmp_path / "onnx" / "model.onnx").stat().st_size < 0.3 * fp32_bytes  # INT2 codes, fp32 embedding
