@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgespike.capture import DecodeStep, export_step
 from edgespike.exporters.registry import ExportOptions, register_exporter

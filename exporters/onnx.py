@@ -61,7 +61,7 @@ class OnnxOp:
     types: tuple[tuple[str, tuple[str, ...]], ...]
     attributes: tuple[tuple[str, str], ...]  # (name, FLOAT|INT)
     translate: Callable
-    body: Callable[[], "onnx.FunctionProto"]  # noqa: F821
+    body: Callable[[], object]  # builds the onnx.FunctionProto of the op
 
 
 def _schema(op: OnnxOp):

@@ -62,6 +62,23 @@ class SpikingLM(nn.Module):
         """A tensor whose dtype and device the state takes (meta included)."""
         return next(self.parameters())
 
+    def layer_states(self, batch: int) -> State:
+        """The initial state of every block in ``self.layers``, named "layers.{i}.<name>"."""
+        like = self.state_like()
+        return {
+            name: value
+            for i, layer in enumerate(self.layers)
+            for name, value in prefixed(f"layers.{i}.", layer.init_state(batch, like)).items()
+        }
+
+    def run_layers(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """x through every block of ``self.layers``, each with its slice of the state."""
+        new_state: State = {}
+        for i, layer in enumerate(self.layers):
+            x, layer_state = layer(x, sub_state(state, f"layers.{i}."))
+            new_state.update(prefixed(f"layers.{i}.", layer_state))
+        return x, new_state
+
     def init_state(self, batch: int) -> State:
         raise NotImplementedError
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig, SpikeConfig
@@ -114,21 +113,13 @@ class Pulse(SpikingLM):
         self.norm = RMSNorm(config.d_model)
 
     def init_state(self, batch: int) -> State:
-        like = self.state_like()
-        return {
-            name: value
-            for i, layer in enumerate(self.layers)
-            for name, value in prefixed(f"layers.{i}.", layer.init_state(batch, like)).items()
-        }
+        return self.layer_states(batch)
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self.check_tokens(tokens)
         state = self.init_state(tokens.shape[0]) if state is None else state
         x = self.embed(tokens)  # [B, S, d]
-        new_state: State = {}
-        for i, layer in enumerate(self.layers):
-            x, layer_state = layer(x, sub_state(state, f"layers.{i}."))
-            new_state.update(prefixed(f"layers.{i}.", layer_state))
+        x, new_state = self.run_layers(x, state)
         return nn.functional.linear(self.norm(x), self.embed.weight), new_state  # tied head
 
 

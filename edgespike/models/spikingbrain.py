@@ -245,21 +245,13 @@ class SpikingBrain(SpikingLM):
         self.lm_head = self.linear(config.d_model, config.vocab_size)  # untied
 
     def init_state(self, batch: int) -> State:
-        like = self.state_like()
-        return {
-            name: value
-            for i, layer in enumerate(self.layers)
-            for name, value in prefixed(f"layers.{i}.", layer.init_state(batch, like)).items()
-        }
+        return self.layer_states(batch)
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self.check_tokens(tokens)
         state = self.init_state(tokens.shape[0]) if state is None else state
         x = self.embed(tokens)  # [B, S, d]
-        new_state: State = {}
-        for i, layer in enumerate(self.layers):
-            x, layer_state = layer(x, sub_state(state, f"layers.{i}."))
-            new_state.update(prefixed(f"layers.{i}.", layer_state))
+        x, new_state = self.run_layers(x, state)
         return self.lm_head(self.norm(x)), new_state
 
 

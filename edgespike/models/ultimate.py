@@ -209,20 +209,13 @@ class Ultimate(SpikingLM):
         self.readout = HybridReadout(self)
 
     def init_state(self, batch: int) -> State:
-        like = self.state_like()
-        state = {"readout.v": like.new_zeros(batch, self.config.d_model)}
-        for i, layer in enumerate(self.layers):
-            state.update(prefixed(f"layers.{i}.", layer.init_state(batch, like)))
-        return state
+        return {"readout.v": self.state_like().new_zeros(batch, self.config.d_model), **self.layer_states(batch)}
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self.check_tokens(tokens)
         state = self.init_state(tokens.shape[0]) if state is None else state
         x = self.embed(tokens)  # [B, S, d]
-        new_state: State = {}
-        for i, layer in enumerate(self.layers):
-            x, layer_state = layer(x, sub_state(state, f"layers.{i}."))
-            new_state.update(prefixed(f"layers.{i}.", layer_state))
+        x, new_state = self.run_layers(x, state)
         logits, new_state["readout.v"] = self.readout(x, state["readout.v"])
         return logits, new_state
 
