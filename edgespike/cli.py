@@ -139,6 +139,7 @@ def train_command(
 
         result = train(model, train_ids, valid_ids, options, out, resume=resume, on_progress=show)
 
+    rows = min(4, len(valid_ids) // seq_len)  # held-out sequences for the spike rates
     report = {
         "family": family,
         "preset": preset,
@@ -154,7 +155,7 @@ def train_command(
         "wall_seconds": round(time.perf_counter() - start, 1),
         "val_ppl": perplexity(model, valid_ids, seq_len),
         "unigram_ppl": unigram_perplexity(train_ids, valid_ids, config.vocab_size),
-        "spike_rates": models.spike_rates(model.eval(), valid_ids[: 4 * seq_len].reshape(4, seq_len)),
+        "spike_rates": models.spike_rates(model.eval(), valid_ids[: rows * seq_len].reshape(rows, seq_len)),
         "command": " ".join(["edgespike", *sys.argv[1:]]),
         "history": result.history,
     }

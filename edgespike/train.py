@@ -81,7 +81,7 @@ def check_corpus(ids: Tensor, seq_len: int, name: str) -> None:
 
 
 def random_batch(ids: Tensor, seq_len: int, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    starts = torch.randint(0, len(ids) - seq_len - 1 + 1, (batch_size,), generator=generator)
+    starts = torch.randint(0, len(ids) - seq_len, (batch_size,), generator=generator)  # windows of seq_len + 1
     windows = torch.stack([ids[s : s + seq_len + 1] for s in starts.tolist()])
     return windows[:, :-1], windows[:, 1:]
 
