@@ -176,21 +176,36 @@ def train_command(
 
 @app.command("generate")
 def generate_command(
-    model: str = typer.Argument("demo", help=MODEL_HELP),
+    model: str = typer.Argument("demo", help=MODEL_HELP + " Or an exported artifact dir."),
     prompt: str = typer.Option(..., help="Text to continue."),
     max_new_tokens: int = typer.Option(64, help="Tokens to generate."),
     temperature: float = typer.Option(0.8, help="Sampling temperature; 0 is greedy."),
     top_k: int = typer.Option(40, help="Sample among the k most likely tokens; 0 for all."),
     seed: int = typer.Option(0, help="Sampling seed."),
 ):
-    """Continue a prompt with a model, streaming the text."""
+    """Continue a prompt with a model or an exported artifact, streaming the text."""
     from edgespike import models
-    from edgespike.generation import SamplingOptions, generate_text
+    from edgespike.artifact import MANIFEST
+    from edgespike.generation import SamplingOptions, eager_step, generate_text, session_step
 
     options = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
-    lm = models.load(model)
+    if (Path(model) / MANIFEST).is_file():
+        from tokenizers import Tokenizer
+
+        from edgespike.runtimes import load as load_session
+
+        step = session_step(load_session(model))
+        tokenizer_path = Path(model) / "tokenizer.json"
+        if not tokenizer_path.is_file():
+            raise EdgespikeError(f"{model} has no tokenizer.json; export a model that has a tokenizer")
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    else:
+        lm = models.load(model).eval()
+        if lm.tokenizer is None:
+            raise EdgespikeError("this model has no tokenizer (an untrained preset?); train it with `edgespike train` first")
+        step, tokenizer = eager_step(lm), lm.tokenizer
     sys.stdout.write(prompt)
-    for piece in generate_text(lm, prompt, options):
+    for piece in generate_text(step, tokenizer, prompt, options):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -304,6 +319,38 @@ def export_command(
 
 def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
+
+
+@app.command("bench")
+def bench_command(
+    artifacts: list[str] = typer.Argument(..., help="Exported artifact dirs to run side by side."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run eager PyTorch (the source model)."),
+    model: Optional[str] = typer.Option(None, help="The eager baseline model (default: the artifacts' source model)."),
+    prompt_tokens: int = typer.Option(32, help="Held-out tokens fed before decoding."),
+    new_tokens: int = typer.Option(64, help="Greedy tokens decoded, each one timed."),
+    repeats: int = typer.Option(3, help="Fresh-process runs per entry, interleaved."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the report to this JSON file."),
+):
+    """Measure decode latency, tokens/s, load time and peak memory of artifacts vs eager PyTorch."""
+    from edgespike.bench import BenchOptions, bench
+
+    options = BenchOptions(prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats)
+    with Progress(TextColumn("[bold]bench[/]"), TextColumn("{task.fields[run]}"), TimeElapsedColumn(), console=errors) as bar:
+        task = bar.add_task("bench", run="")
+        report = bench(artifacts, options, baseline=baseline, model=model,
+                       on_run=lambda name, repeat: bar.update(task, run=f"{name}, run {repeat + 1}/{repeats}"))
+    if json_file:
+        json_file.write_text(json.dumps(report, indent=2) + "\n")
+    host = report["host"]
+    table = Table("runtime", "p50 ms", "p90 ms", "p99 ms", "tok/s", "vs eager", "load s", "prompt s", "peak MB", "size MB",
+                  title=f"decode of {report['model']} on {host['cpu']} ({host['cores']} cores)")
+    for r in report["results"]:
+        table.add_row(
+            r["name"], f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['tokens_per_s']:.1f}",
+            _fmt(r["speedup_vs_baseline"], ".2f"), f"{r['load_s']:.2f}", f"{r['prompt_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
+            "—" if r["artifact_bytes"] is None else f"{r['artifact_bytes'] / 1e6:.2f}",
+        )
+    console.print(table)
 
 
 def main() -> None:

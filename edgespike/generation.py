@@ -1,7 +1,7 @@
 """Text generation: prefill the prompt one token at a time with the carried state, then sample.
 
-The loop only needs a ``step(token_id) -> logits[V]`` function, so an eager model and
-(later) any runtime session drive the same code.
+The loop only needs a ``step(token_id) -> logits[V]`` function, so an eager model and any
+runtime session (``session_step``) drive the same code.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ def generate_ids(step: Callable[[int], Tensor], prompt_ids: list[int], options: 
         logits = step(token)
 
 
+def session_step(session) -> Callable[[int], Tensor]:
+    """A step function over a runtime session (``edgespike.runtimes.load``)."""
+    return lambda token: torch.from_numpy(session.step(token))
+
+
 def eager_step(model: SpikingLM) -> Callable[[int], Tensor]:
     """A step function over an eager model that owns its carried state."""
     state = model.init_state(1)
@@ -68,16 +73,13 @@ def eager_step(model: SpikingLM) -> Callable[[int], Tensor]:
     return step
 
 
-def generate_text(model: SpikingLM, prompt: str, options: SamplingOptions) -> Iterator[str]:
-    """Stream decoded text pieces of an eager model's continuation of ``prompt``."""
-    if model.tokenizer is None:
-        raise EdgespikeError("this model has no tokenizer (an untrained preset?); train it with `edgespike train` first")
-    model.eval()
+def generate_text(step: Callable[[int], Tensor], tokenizer, prompt: str, options: SamplingOptions) -> Iterator[str]:
+    """Stream the decoded text pieces of the continuation of ``prompt``."""
     ids: list[int] = []
     shown = ""
-    for token in generate_ids(eager_step(model), model.tokenizer.encode(prompt).ids, options):
+    for token in generate_ids(step, tokenizer.encode(prompt).ids, options):
         ids.append(token)
-        text = model.tokenizer.decode(ids)
+        text = tokenizer.decode(ids)
         if not text.endswith("\ufffd"):  # hold back a partial UTF-8 character
             yield text[len(shown) :]
             shown = text

@@ -73,3 +73,7 @@ def test_export_demo_to_onnx_validates_numerically(tmp_path):
 
     fp32_bytes = 4 * load("demo").num_parameters()
     assert (tmp_path / "onnx" / "model.onnx").stat().st_size < 0.3 * fp32_bytes  # INT2 codes, fp32 embedding
+    greedy = ["--prompt", "The assert statement", "--max-new-tokens", "12", "--temperature", "0"]
+    from_artifact = run("generate", str(tmp_path / "onnx"), *greedy)
+    from_eager = run("generate", "demo", *greedy)
+    assert from_artifact.returncode == 0 and from_artifact.stdout == from_eager.stdout

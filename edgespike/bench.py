@@ -1,0 +1,179 @@
+"""Benchmark artifacts side by side with eager PyTorch on this host.
+
+Every measurement runs in a fresh subprocess (``python -m edgespike.bench``), so one
+runtime's memory and thread pools do not pollute another's, and the runs are interleaved:
+repeat 1 of every entry, then repeat 2, ... A run loads the session, processes the prompt
+(the first ``prompt_tokens`` held-out tokens, one step each), then decodes ``new_tokens``
+greedily from its own logits, timing every step. Reported per entry: load time, prompt time,
+decode latency p50/p90/p99, tokens/s (1 / mean decode latency), peak resident memory of the
+worker process, artifact size, and tokens/s as a ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgespike.errors import EdgespikeError
+
+PACKAGES = ("torch", "onnxruntime", "executorch", "coremltools", "edgespike")
+
+
+@dataclass
+class BenchOptions:
+    prompt_tokens: int = 32
+    new_tokens: int = 64
+    repeats: int = 3
+
+    def __post_init__(self):
+        if self.prompt_tokens < 1 or self.new_tokens < 1 or self.repeats < 1:
+            raise EdgespikeError("--prompt-tokens, --new-tokens and --repeats must be >= 1")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing to benchmark: an artifact dir, or the eager model ``model`` at ``timesteps``."""
+
+    name: str
+    artifact: str | None = None
+    model: str | None = None
+    timesteps: int | None = None
+
+
+def host_facts() -> dict:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "versions": versions}
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def bench(
+    artifacts: list[str],
+    options: BenchOptions,
+    baseline: bool = True,
+    model: str | None = None,
+    on_run: Callable[[str, int], None] | None = None,
+) -> dict:
+    """The report of benchmarking ``artifacts`` (and the eager baseline) on this host."""
+    from edgespike.artifact import read_manifest
+    from edgespike.models import load as load_model
+    from edgespike.validate import held_out_tokens
+
+    manifests = {path: read_manifest(path) for path in artifacts}
+    sources = {m.get("source_model") for m in manifests.values()}
+    source = model or (sources.pop() if len(sources) == 1 else None)
+    if source is None:
+        raise EdgespikeError("the artifacts come from different models (or none is recorded); name the baseline with --model")
+    timesteps = {m["timesteps"] for m in manifests.values()}
+    entries = [Entry(_label(path, m, manifests), artifact=path) for path, m in manifests.items()]
+    if baseline:
+        entries.insert(0, Entry("eager", model=source, timesteps=timesteps.pop() if len(timesteps) == 1 else None))
+    tokens = held_out_tokens(load_model(source), options.prompt_tokens)
+
+    runs: dict[str, list[dict]] = {entry.name: [] for entry in entries}
+    for repeat in range(options.repeats):
+        for entry in entries:
+            if on_run:
+                on_run(entry.name, repeat)
+            runs[entry.name].append(_run_worker(entry, tokens, options))
+
+    results = []
+    for entry in entries:
+        samples = runs[entry.name]
+        latencies = np.concatenate([s["latencies_ms"] for s in samples])
+        results.append(
+            {
+                "name": entry.name,
+                "runtime": samples[0]["runtime"],
+                "artifact": entry.artifact,
+                "load_s": float(np.median([s["load_s"] for s in samples])),
+                "prompt_s": float(np.median([s["prompt_s"] for s in samples])),
+                "p50_ms": float(np.percentile(latencies, 50)),
+                "p90_ms": float(np.percentile(latencies, 90)),
+                "p99_ms": float(np.percentile(latencies, 99)),
+                "tokens_per_s": float(1000.0 / latencies.mean()),
+                "peak_rss_mb": max(s["peak_rss_mb"] for s in samples),
+                "artifact_bytes": _dir_bytes(Path(entry.artifact)) if entry.artifact else None,
+            }
+        )
+    reference = results[0]["tokens_per_s"] if baseline else None
+    for result in results:
+        result["speedup_vs_baseline"] = result["tokens_per_s"] / reference if reference else None
+    return {"host": host_facts(), "options": asdict(options), "baseline": "eager" if baseline else None,
+            "model": source, "results": results}
+
+
+def _label(path: str, manifest: dict, manifests: dict) -> str:
+    same_target = [p for p, m in manifests.items() if m["target"] == manifest["target"]]
+    return manifest["target"] if len(same_target) == 1 else f"{manifest['target']} ({path})"
+
+
+def _run_worker(entry: Entry, tokens: list[int], options: BenchOptions) -> dict:
+    request = json.dumps({"entry": asdict(entry), "tokens": tokens, "new_tokens": options.new_tokens})
+    done = subprocess.run([sys.executable, "-m", "edgespike.bench"], input=request, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgespikeError(f"benchmarking {entry.name} failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _measure(entry: Entry, tokens: list[int], new_tokens: int) -> dict:
+    """Runs inside the worker process."""
+    start = time.perf_counter()
+    if entry.artifact:
+        from edgespike.runtimes import load as load_session
+
+        session = load_session(entry.artifact)
+    else:
+        from edgespike.models import load as load_model
+        from edgespike.runtimes.eager import EagerSession
+
+        session = EagerSession(load_model(entry.model), entry.timesteps)
+    load_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    for token in tokens:
+        logits = session.step(token)
+    prompt_s = time.perf_counter() - start
+
+    latencies = []
+    for _ in range(new_tokens):
+        token = int(logits.argmax())
+        start = time.perf_counter()
+        logits = session.step(token)
+        latencies.append((time.perf_counter() - start) * 1000.0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    peak_mb = peak / 2**20 if platform.system() == "Darwin" else peak / 1024.0
+    return {"runtime": session.runtime, "load_s": load_s, "prompt_s": prompt_s, "latencies_ms": latencies,
+            "peak_rss_mb": peak_mb}
+
+
+if __name__ == "__main__":
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    request = json.loads(sys.stdin.read())
+    print(json.dumps(_measure(Entry(**request["entry"]), request["tokens"], request["new_tokens"])))
