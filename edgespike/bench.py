@@ -4,9 +4,11 @@ Every measurement runs in a fresh subprocess (``python -m edgespike.bench``), so
 runtime's memory and thread pools do not pollute another's, and the runs are interleaved:
 repeat 1 of every entry, then repeat 2, ... A run loads the session, processes the prompt
 (the first ``prompt_tokens`` held-out tokens, one step each), then decodes ``new_tokens``
-greedily from its own logits, timing every step. Reported per entry: load time, prompt time,
-decode latency p50/p90/p99, tokens/s (1 / mean decode latency), peak resident memory of the
-worker process, artifact size, and tokens/s as a ratio to the baseline.
+greedily from its own logits, timing every step. Reported per entry: load time (cold: the
+runtime's import and the model's opening), prompt time, decode latency p50/p90/p99, tokens/s
+(1 / mean decode latency), peak resident memory of the worker process, artifact size, and
+tokens/s as a ratio to the baseline. The eager baseline is the model the manifest records
+(for FAMILY:PRESET, an untrained instance: the same cost, other weights).
 """
 
 from __future__ import annotations

@@ -182,8 +182,9 @@ def generate_command(
     temperature: float = typer.Option(0.8, help="Sampling temperature; 0 is greedy."),
     top_k: int = typer.Option(40, help="Sample among the k most likely tokens; 0 for all."),
     seed: int = typer.Option(0, help="Sampling seed."),
+    stream: bool = typer.Option(True, "--stream/--no-stream", help="Print the text as it is generated."),
 ):
-    """Continue a prompt with a model or an exported artifact, streaming the text."""
+    """Continue a prompt with a model or an exported artifact."""
     from edgespike import models
     from edgespike.artifact import MANIFEST
     from edgespike.generation import SamplingOptions, eager_step, generate_text, session_step
@@ -204,8 +205,11 @@ def generate_command(
         if lm.tokenizer is None:
             raise EdgespikeError("this model has no tokenizer (an untrained preset?); train it with `edgespike train` first")
         step, tokenizer = eager_step(lm), lm.tokenizer
+    pieces = generate_text(step, tokenizer, prompt, options)
+    if not stream:
+        pieces = ["".join(pieces)]
     sys.stdout.write(prompt)
-    for piece in generate_text(step, tokenizer, prompt, options):
+    for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -324,7 +328,7 @@ def _fmt(value, spec: str) -> str:
 @app.command("bench")
 def bench_command(
     artifacts: list[str] = typer.Argument(..., help="Exported artifact dirs to run side by side."),
-    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run eager PyTorch (the source model)."),
+    baseline: str = typer.Option("eager", help="'eager' (PyTorch, the artifacts' source model) or 'none'."),
     model: Optional[str] = typer.Option(None, help="The eager baseline model (default: the artifacts' source model)."),
     prompt_tokens: int = typer.Option(32, help="Held-out tokens fed before decoding."),
     new_tokens: int = typer.Option(64, help="Greedy tokens decoded, each one timed."),
@@ -334,10 +338,12 @@ def bench_command(
     """Measure decode latency, tokens/s, load time and peak memory of artifacts vs eager PyTorch."""
     from edgespike.bench import BenchOptions, bench
 
+    if baseline not in ("eager", "none"):
+        raise EdgespikeError(f"unknown baseline {baseline!r}; choose eager or none")
     options = BenchOptions(prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats)
     with Progress(TextColumn("[bold]bench[/]"), TextColumn("{task.fields[run]}"), TimeElapsedColumn(), console=errors) as bar:
         task = bar.add_task("bench", run="")
-        report = bench(artifacts, options, baseline=baseline, model=model,
+        report = bench(artifacts, options, baseline=baseline == "eager", model=model,
                        on_run=lambda name, repeat: bar.update(task, run=f"{name}, run {repeat + 1}/{repeats}"))
     if json_file:
         json_file.write_text(json.dumps(report, indent=2) + "\n")
