@@ -80,7 +80,8 @@ class SpikingLM(nn.Module):
         return x, new_state
 
     def init_state(self, batch: int) -> State:
-        raise NotImplementedError
+        """The state of a fresh sequence; by default, that of the blocks in ``self.layers``."""
+        return self.layer_states(batch)
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         raise NotImplementedError

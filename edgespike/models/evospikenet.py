@@ -148,9 +148,6 @@ class EvoSpikeNet(SpikingLM):
         self.norm = RMSNorm(config.d_model)
         self.head = self.linear(config.d_model, config.vocab_size)  # Vd, untied
 
-    def init_state(self, batch: int) -> State:
-        return self.layer_states(batch)
-
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self.check_tokens(tokens)
         state = self.init_state(tokens.shape[0]) if state is None else state

@@ -112,9 +112,6 @@ class Pulse(SpikingLM):
         self.layers = nn.ModuleList(PulseBlock(self) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.d_model)
 
-    def init_state(self, batch: int) -> State:
-        return self.layer_states(batch)
-
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self.check_tokens(tokens)
         state = self.init_state(tokens.shape[0]) if state is None else state

@@ -244,9 +244,6 @@ class SpikingBrain(SpikingLM):
         self.norm = RMSNorm(config.d_model)
         self.lm_head = self.linear(config.d_model, config.vocab_size)  # untied
 
-    def init_state(self, batch: int) -> State:
-        return self.layer_states(batch)
-
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self.check_tokens(tokens)
         state = self.init_state(tokens.shape[0]) if state is None else state
