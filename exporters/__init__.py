@@ -74,7 +74,7 @@ def export(
         stage("lower")
         try:
             fields = exporter.lower(step, options, staging)
-        except (ValueError, NotImplementedError, RuntimeError) as err:
+        except (ImportError, ValueError, NotImplementedError, RuntimeError) as err:  # a missing toolchain, an op it cannot take
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise EdgespikeError(f"export to {target} failed while lowering: {first}") from err
         done("lower")
