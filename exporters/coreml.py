@@ -112,9 +112,8 @@ class CoreMLExporter:
             raise ImportError("the coreml target needs coremltools: pip install 'edgespike[export]'") from err
         _register_composites()
         program = export_step(step).run_decompositions({})
-        state_dtype = np.float16 if options.precision == "fp16" else np.float32
-        states = [
-            ct.StateType(wrapped_type=ct.TensorType(shape=spec.shape, dtype=state_dtype), name=spec.buffer)
+        states = [  # Core ML states are fp16 only, whatever the compute precision
+            ct.StateType(wrapped_type=ct.TensorType(shape=spec.shape, dtype=np.float16), name=spec.buffer)
             for spec in step.specs
         ]
         mlmodel = ct.convert(
