@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgespike.capture import DecodeStep, export_step
-from edgespike.exporters.registry import ExportOptions, register_exporter
+from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,7 @@ class CoreMLExporter:
         log.info("coreml: %d ternary weights palettized to 2-bit LUTs, %d states", len(ternary), len(states))
         return {
             "minimum_deployment_target": MIN_IOS,
-            "inputs": [{"name": "tokens", "dtype": "int32", "shape": [step.batch, 1]}],
-            "outputs": [{"name": output, "dtype": "float16" if options.precision == "fp16" else "float32",
-                         "shape": [step.batch, step.model.config.vocab_size]}],
+            **step_io(step, "int32", output, "float16" if options.precision == "fp16" else "float32"),
             "palettized_weights": len(ternary),
         }
 

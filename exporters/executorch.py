@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from edgespike.capture import DecodeStep, export_step
-from edgespike.exporters.registry import ExportOptions, register_exporter
+from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
 from edgespike.ops.lif import lif_reference
 from edgespike.ops.spike_encode import encode_reference
 
@@ -79,8 +79,7 @@ class ExecuTorchExporter:
         delegates = delegated_ops(edge)
         log.info("executorch: %d XNNPACK delegate calls, %d mutable state buffers", delegates, len(mutated))
         return {
-            "inputs": [{"name": "tokens", "dtype": "int64", "shape": [step.batch, 1]}],
-            "outputs": [{"name": "logits", "dtype": "float32", "shape": [step.batch, step.model.config.vocab_size]}],
+            **step_io(step),
             "mutable_buffers": mutated,
             "xnnpack_delegates": delegates,
         }

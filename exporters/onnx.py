@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from edgespike.capture import DecodeStep
-from edgespike.exporters.registry import ExportOptions, register_exporter
+from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
 
 log = logging.getLogger(__name__)
 
@@ -336,12 +336,12 @@ class OnnxExporter:
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, staging / MODEL_FILE)
         log.info("onnx: %d ai.edgespike nodes, %d ternary initializers packed to INT2", len(used), packed)
+        io = step_io(step)
         return {
             "opset": OPSET,
             "custom_domain": DOMAIN,
-            "inputs": [{"name": "tokens", "dtype": "int64", "shape": [step.batch, 1]}]
-            + [{"name": f"state.{s.name}", "dtype": "float32", "shape": list(s.shape)} for s in step.specs],
-            "outputs": [{"name": "logits", "dtype": "float32", "shape": [step.batch, step.model.config.vocab_size]}]
+            "inputs": io["inputs"] + [{"name": f"state.{s.name}", "dtype": "float32", "shape": list(s.shape)} for s in step.specs],
+            "outputs": io["outputs"]
             + [{"name": f"next_state.{s.name}", "dtype": "float32", "shape": list(s.shape)} for s in step.specs],
         }
 

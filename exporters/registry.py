@@ -28,6 +28,14 @@ class Exporter(Protocol):
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict: ...
 
 
+def step_io(step: DecodeStep, token_dtype: str = "int64", logits: str = "logits", logits_dtype: str = "float32") -> dict:
+    """The manifest's ``inputs``/``outputs`` of a decode step: tokens [B, 1] in, logits [B, V] out."""
+    return {
+        "inputs": [{"name": "tokens", "dtype": token_dtype, "shape": [step.batch, 1]}],
+        "outputs": [{"name": logits, "dtype": logits_dtype, "shape": [step.batch, step.model.config.vocab_size]}],
+    }
+
+
 EXPORTERS: dict[str, Exporter] = {}
 
 
