@@ -235,13 +235,14 @@ def _quiet_toolchains() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _export_one(model_spec: str, target: str, destination: Path, options, force: bool, validate: bool, on_stage=None):
-    """Load, export and validate one target (in this process or a worker of the pool)."""
+def _export_one(model_spec: str, target: str, destination: Path, options, force: bool, validate: bool,
+                on_stage=None, lm=None):
+    """Export and validate one target, in this process (``lm`` already loaded) or a pool worker."""
     from edgespike import models
     from edgespike.exporters import export
     from edgespike.validate import validate_artifact
 
-    lm = models.load(model_spec)
+    lm = lm if lm is not None else models.load(model_spec)
     return export(
         lm, target, destination, options, force=force, source=model_spec,
         validate=(lambda d, m: validate_artifact(d, m, lm)) if validate else None, on_stage=on_stage,
@@ -285,7 +286,7 @@ def export_command(
         if jobs <= 1 or len(targets) == 1:
             for name in targets:
                 results.append(_export_one(model, name, destinations[name], options, force, validate,
-                                           on_stage=lambda stage, task=tasks[name]: bar.update(task, stage=stage)))
+                                           on_stage=lambda stage, task=tasks[name]: bar.update(task, stage=stage), lm=lm))
                 bar.update(tasks[name], completed=1, stage="done")
         else:
             pool = ProcessPoolExecutor(min(jobs, len(targets)), mp_context=get_context("spawn"), initializer=_quiet_toolchains)
