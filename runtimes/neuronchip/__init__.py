@@ -1,0 +1,1 @@
+"""The NeuronChip neuromorphic simulator: chip descriptions, and the runtime of chip bundles."""
