@@ -9,6 +9,7 @@ The toolchains (coremltools, onnx, executorch) are imported inside the target th
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,16 @@ def export(
         stage("write")
         if model.tokenizer is not None:
             model.tokenizer.save(str(staging / "tokenizer.json"))
+            # swift-transformers (the iOS app) refuses a folder without a tokenizer_class; the generic
+            # "PreTrainedTokenizerFast" loads tokenizer.json as it is there and in HF transformers alike.
+            # Its decode would otherwise rewrite " ." to "." (clean_up_tokenization_spaces defaults to true).
+            special = [t.content for _, t in sorted(model.tokenizer.get_added_tokens_decoder().items()) if t.special]
+            tokenizer_config = {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "clean_up_tokenization_spaces": False,
+                "eos_token": special[0] if special else None,
+            }
+            (staging / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
         config = step.model.config
         manifest = {
             "edgespike_version": __version__,

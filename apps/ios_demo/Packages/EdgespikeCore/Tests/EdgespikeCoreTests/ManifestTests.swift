@@ -1,0 +1,78 @@
+import Foundation
+import XCTest
+
+@testable import EdgespikeCore
+
+final class ManifestTests: XCTestCase {
+    private func demo() throws -> Manifest { try Fixtures.decode(Manifest.self, "manifest.json") }
+
+    /// The manifest with one key replaced (nil removes it), as JSON.
+    private func edited(_ key: String, _ value: Any?) throws -> Data {
+        var object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.url("manifest.json"))) as? [String: Any])
+        object[key] = value
+        return try JSONSerialization.data(withJSONObject: object)
+    }
+
+    private func signature(of manifest: Manifest) -> ModelSignature {
+        ModelSignature(
+            inputs: Dictionary(uniqueKeysWithValues: manifest.inputs.map { ($0.name, $0.shape) }),
+            outputs: Dictionary(uniqueKeysWithValues: manifest.outputs.map { ($0.name, $0.shape) }),
+            states: Dictionary(uniqueKeysWithValues: manifest.states.map { ($0.buffer, $0.shape) })
+        )
+    }
+
+    func testDemoManifestDecodesAndValidates() throws {
+        let manifest = try demo()
+        XCTAssertNoThrow(try manifest.validate())
+        XCTAssertEqual(manifest.logitsOutput?.shape.last, manifest.vocabSize)
+        XCTAssertNil(manifest.spikeRates)
+        XCTAssertEqual(manifest.membraneStates.count, 3 * manifest.config.nLayers)  // v_attn, v_mlp, v_hidden per layer
+        XCTAssertFalse(manifest.membraneStates.contains { $0.name.contains(".kv.") })
+        XCTAssertNoThrow(try manifest.validate(against: signature(of: manifest)))
+    }
+
+    func testModelWithOtherStatesIsRejected() throws {
+        let manifest = try demo()
+        var model = signature(of: manifest)
+        let dropped = manifest.states[0].buffer
+        model.states[dropped] = nil
+        model.states["state_extra"] = [1, 4]
+        XCTAssertThrowsError(try manifest.validate(against: model)) { error in
+            XCTAssertEqual(error as? EdgespikeError, .statesMismatch(missing: [dropped], unexpected: ["state_extra"]))
+        }
+        model = signature(of: manifest)
+        model.states[dropped] = [1, 7]
+        XCTAssertThrowsError(try manifest.validate(against: model)) { error in
+            XCTAssertEqual(error as? EdgespikeError, .stateShape(name: manifest.states[0].name, manifest: manifest.states[0].shape, model: [1, 7]))
+        }
+        model = signature(of: manifest)
+        model.outputs = ["logits": [1, manifest.vocabSize]]
+        XCTAssertThrowsError(try manifest.validate(against: model))
+    }
+
+    func testManifestsThisAppCannotDriveAreRejected() throws {
+        for (key, value) in [("format_version", 2), ("target", "onnx"), ("vocab_size", 7)] as [(String, Any)] {
+            let manifest = try JSONDecoder().decode(Manifest.self, from: edited(key, value))
+            XCTAssertThrowsError(try manifest.validate(), key)
+        }
+        let noStates = try JSONDecoder().decode(Manifest.self, from: edited("states", [Any]()))
+        XCTAssertThrowsError(try noStates.validate())
+    }
+
+    func testFolderProblemsAreTypedErrors() throws {
+        let folder = FileManager.default.temporaryDirectory.appending(path: UUID().uuidString)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        XCTAssertThrowsError(try Manifest.load(from: folder)) { XCTAssertEqual($0 as? EdgespikeError, .manifestMissing(folder: folder.lastPathComponent)) }
+
+        try edited("states", nil).write(to: folder.appending(path: Manifest.fileName))
+        XCTAssertThrowsError(try Manifest.load(from: folder)) { XCTAssertEqual($0 as? EdgespikeError, .manifestUnreadable(detail: "no \"states\"")) }
+
+        let modelFile = try demo().modelFile
+        try Data(contentsOf: Fixtures.url("manifest.json")).write(to: folder.appending(path: Manifest.fileName))
+        XCTAssertThrowsError(try Manifest.load(from: folder)) { XCTAssertEqual($0 as? EdgespikeError, .fileMissing(modelFile)) }
+        for error in [EdgespikeError.manifestMissing(folder: "x"), .statesMismatch(missing: ["a"], unexpected: []), .modelLoad(computeUnits: .all, detail: "E5RT")] {
+            XCTAssertFalse(error.localizedDescription.isEmpty)
+        }
+    }
+}
