@@ -56,7 +56,9 @@ struct ChatView: View {
                     }
                     .padding()
                 }
-                .onChange(of: chat.transcript.last?.text) { proxy.scrollTo(chat.transcript.last?.id, anchor: .bottom) }
+                .onChange(of: chat.transcript.last?.text) {
+                    if let last = chat.transcript.last { proxy.scrollTo(last.id, anchor: .bottom) }
+                }
             }
         }
     }
@@ -94,6 +96,6 @@ private struct MetricsBar: View {
     }
 
     private static func format(_ duration: Duration) -> String {
-        duration.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow, fractionalPart: .show(length: 0)))
+        duration.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow))
     }
 }

@@ -9,7 +9,8 @@ struct SpikeView: View {
         VStack(alignment: .leading, spacing: 4) {
             Text(title).font(.caption.bold())
             if let activity {
-                ForEach(Array(zip(activity.populations, activity.values)), id: \.0) { name, value in
+                ForEach(activity.populations.indices, id: \.self) { index in
+                    let (name, value) = (activity.populations[index], activity.values[index])
                     HStack(spacing: 6) {
                         Text(name).font(.caption2.monospaced()).frame(width: 130, alignment: .leading).lineLimit(1)
                         GeometryReader { proxy in

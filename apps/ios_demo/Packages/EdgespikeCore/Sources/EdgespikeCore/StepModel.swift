@@ -54,7 +54,7 @@ public struct SpikeActivity: Sendable, Equatable {
             kind: .membraneNearThreshold,
             populations: states.map(\.name),
             values: states.map { state in
-                state.values.isEmpty ? 0 : Double(state.values.count { $0 >= cut }) / Double(state.values.count)
+                state.values.isEmpty ? 0 : Double(state.values.lazy.filter { $0 >= cut }.count) / Double(state.values.count)
             }
         )
     }
