@@ -8,6 +8,9 @@
 State names: the model's dotted names ("layers.0.kv.k") are the public ones (manifests,
 ONNX ``state.<name>`` inputs); a buffer cannot hold a dot, so its buffer is ``state_`` + the
 name with dots as "__". Core ML names its states after the buffers.
+
+Every state starts at zero: Core ML's ``makeState()``, the ONNX sessions and the iOS app
+zero-fill it, so a model whose ``init_state`` is not all zeros is refused here.
 """
 
 from __future__ import annotations
@@ -48,10 +51,15 @@ class DecodeStep(nn.Module):
         super().__init__()
         self.model = model
         self.batch = batch
-        self.specs = [
-            StateSpec(name, buffer_name(name), tuple(value.shape)) for name, value in model.init_state(batch).items()
-        ]
-        for spec, value in zip(self.specs, model.init_state(batch).values()):
+        initial = model.init_state(batch)
+        nonzero = [name for name, value in initial.items() if value.any()]
+        if nonzero:
+            raise EdgespikeError(
+                f"state {nonzero[0]!r} of {model.config.family} does not start at zero; runtimes zero-fill the carried "
+                "state (Core ML makeState()), so init_state must return zeros (encode 'empty' differently)"
+            )
+        self.specs = [StateSpec(name, buffer_name(name), tuple(value.shape)) for name, value in initial.items()]
+        for spec, value in zip(self.specs, initial.values()):
             self.register_buffer(spec.buffer, value.clone())
 
     def state(self) -> dict[str, Tensor]:
@@ -59,8 +67,8 @@ class DecodeStep(nn.Module):
 
     @torch.no_grad()
     def reset(self) -> None:
-        for spec, value in zip(self.specs, self.model.init_state(self.batch).values()):
-            getattr(self, spec.buffer).copy_(value)
+        for spec in self.specs:
+            getattr(self, spec.buffer).zero_()
 
     def forward(self, tokens: Tensor) -> Tensor:
         logits, new_state = self.model(tokens, self.state())

@@ -310,8 +310,8 @@ def export_command(
         size = _dir_bytes(r.path / r.manifest["model_file"])
         check = "skipped"
         if v:
-            kind = "structural" if v["runtime"] == "structural" else "numeric"
-            check = f"[green]pass[/] {kind}" if v["passed"] else f"[red]fail[/] {kind}"
+            runtime = v["runtime"].split(" (")[0]
+            check = f"[green]pass[/] {runtime}" if v["passed"] else f"[red]fail[/] {runtime}"
         table.add_row(
             r.target, f"{size / 1e6:.2f} MB", f"{size / float_bytes:.2f}x", check,
             _fmt(v.get("max_abs_logit_diff"), ".1e"), _fmt(v.get("top1_agreement"), ".3f"),
@@ -324,6 +324,69 @@ def export_command(
 
 def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
+
+
+@app.command("check")
+def check_command(
+    model: str = typer.Argument("demo", help=MODEL_HELP),
+    targets: str = typer.Option("all", help="Comma-separated targets to check, or all."),
+    budgets: Optional[Path] = typer.Option(None, help="TOML budgets: a [default] table and one table per target overriding it."),
+    report: Path = typer.Option(Path("check-report"), help="Dir for report.json and junit.xml."),
+    jobs: int = typer.Option(2, help="Targets checked at once, each in its own process."),
+    json_out: bool = typer.Option(False, "--json", help="Print report.json to stdout instead of the table."),
+):
+    """Conversion check for CI: export every target, validate it, hold it to budgets.
+
+    Exits 0 when every budget holds, 1 naming each failed budget, 2 on bad input.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from edgespike import models
+    from edgespike.check import check_target, describe, load_budgets, write_report
+    from edgespike.exporters import EXPORTERS
+
+    names = list(EXPORTERS) if targets == "all" else [t.strip() for t in targets.split(",") if t.strip()]
+    unknown = [t for t in names if t not in EXPORTERS]
+    if unknown or not names:
+        raise EdgespikeError(f"unknown target {unknown[0] if unknown else targets!r}; choose from {', '.join(EXPORTERS)} or all")
+    limits = load_budgets(budgets, tuple(EXPORTERS))
+    lm = models.load(model)  # fail fast on a bad model spec
+    reports = []
+    with Progress(TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
+                  console=errors, disable=json_out) as bar:
+        tasks = {name: bar.add_task(name, total=1, stage="checking") for name in names}
+        if jobs <= 1 or len(names) == 1:
+            for name in names:
+                reports.append(check_target(model, name, limits[name], model=lm))
+                bar.update(tasks[name], completed=1, stage="done")
+        else:
+            with ProcessPoolExecutor(min(jobs, len(names)), mp_context=get_context("spawn"), initializer=_quiet_toolchains) as pool:
+                futures = {pool.submit(check_target, model, name, limits[name]): name for name in names}
+                for future in as_completed(futures):
+                    reports.append(future.result())
+                    bar.update(tasks[futures[future]], completed=1, stage="done")
+        reports.sort(key=lambda r: names.index(r.target))
+    result = write_report(report, model, reports, str(budgets) if budgets else None)
+    if json_out:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        table = Table("target", "result", "size", "top-1", "greedy", "flips", "max|Δlogit|", "export", title=f"edgespike check {model}")
+        for r in reports:
+            v = r.validation or {}
+            table.add_row(
+                r.target, "[green]pass[/]" if r.passed else f"[red]FAIL[/] ({len(r.failures())})",
+                _fmt(r.artifact_bytes and r.artifact_bytes / 1e6, ".2f") + " MB", _fmt(v.get("top1_agreement"), ".3f"),
+                _fmt(v.get("greedy_match"), ""), _fmt(v.get("spike_flip_rate"), ".4f"), _fmt(v.get("max_abs_logit_diff"), ".1e"),
+                _fmt(r.export_seconds, ".1f") + " s",
+            )
+        console.print(table)
+        console.print(f"report: {report / 'report.json'}, {report / 'junit.xml'}", highlight=False)
+    for r in reports:
+        for verdict in r.failures():
+            errors.print(f"FAIL {r.target}: {describe(verdict)}", highlight=False, markup=False)
+    if not result["passed"]:
+        raise typer.Exit(1)
 
 
 @app.command("bench")

@@ -10,13 +10,18 @@ greedily from its own predictions. Recorded (manifest ``validation``):
     spike_flip_rate      fraction of LIF spikes that differ, where the runtime exposes them
                          (None, with a note, where it does not)
 
-Core ML cannot execute on Linux: there the package is checked structurally (states, 2-bit
-LUT weights, expected ops) and ``runtime`` says "structural"; no numeric claim is made.
+Core ML cannot execute off macOS: there the package runs in the numpy MIL reference
+interpreter (``runtime`` "mil-interpreter"), which rounds every op to the program's fp16 the
+way the device does. Core ML keeps the carried state in fp16 even when it computes in fp32,
+and spiking dynamics amplify that rounding across tokens (spikes really flip; the flip rate
+says how often), so the rollout above measures what a user gets, while the tolerance applies
+to ``conversion``: the same tokens with the artifact's state set to eager's before every
+token, which no carried rounding can hide behind. Core ML packages are also checked
+structurally (states, 2-bit LUT weights, spike ops).
 """
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 
 from edgespike import data
+from edgespike.errors import EdgespikeError
 from edgespike.models.base import SpikingLM
 from edgespike.nn import LIF
 from edgespike.runtimes import load as load_session
@@ -41,7 +47,18 @@ class Tolerance:
     min_top1_agreement: float = 0.99
 
 
-TOLERANCES = {"onnx": Tolerance(), "executorch": Tolerance(), "coreml": Tolerance(max_abs_logit_diff=0.5, min_top1_agreement=0.9)}
+TOLERANCES: dict[str | tuple[str, str], Tolerance] = {  # by target, or (target, precision) where precision matters
+    "onnx": Tolerance(),
+    "executorch": Tolerance(),
+    # Core ML, on its conversion record (state set from eager every token): spikes and
+    # W8ASpike's integer codes are thresholds, so float reassociation moves a logit by a whole
+    # quantization step at an exact tie, in fp32 too; top-1 carries the weight. Measured on
+    # the demo and every tiny preset: fp32 max <= 6e-6, but 0.20 on spikingbrain's first token (a
+    # W8ASpike code on a rounding tie, we think; not yet traced), top-1 >= 0.98; fp16 max 0.84,
+    # top-1 >= 0.95.
+    ("coreml", "fp32"): Tolerance(max_abs_logit_diff=0.5, min_top1_agreement=0.9),
+    ("coreml", "fp16"): Tolerance(max_abs_logit_diff=1.5, min_top1_agreement=0.9),
+}
 
 
 def held_out_tokens(model: SpikingLM, count: int = PROMPT_TOKENS) -> list[int]:
@@ -53,57 +70,135 @@ def held_out_tokens(model: SpikingLM, count: int = PROMPT_TOKENS) -> list[int]:
     return data.encode(model.tokenizer, held_out[: 20 * count])[:count].tolist()
 
 
+STATE_DTYPES = {"fp16": np.float16}  # a manifest's state_precision, where it is not fp32
+
+
+def tolerance_for(target: str, precision: str) -> Tolerance:
+    return TOLERANCES.get((target, precision)) or TOLERANCES[target]
+
+
 def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens: list[int] | None = None) -> dict:
     """The validation record of the artifact in ``directory`` against ``model`` (eager)."""
     tokens = tokens or held_out_tokens(model)
-    tolerance = TOLERANCES[manifest["target"]]
-    if manifest["target"] == "coreml" and platform.system() != "Darwin":
-        return validate_coreml_structure(directory, manifest)
-    spike_names = _onnx_lif_spike_outputs(directory, manifest) if manifest["target"] == "onnx" else ()
-    session = _open(directory, manifest, spike_names)
+    tolerance = tolerance_for(manifest["target"], manifest["precision"])
+    session = _open(directory, manifest)
     reference = EagerSession(model, manifest["timesteps"])
     recorder = _SpikeRecorder(reference.step_module)
 
-    max_diff, agree, flips, spikes_compared = 0.0, 0, 0, 0
+    rollout, flips, spikes_compared = _Agreement(), 0, 0
     for token in tokens:
         ours, theirs = session.step(token), reference.step(token)
-        max_diff = max(max_diff, float(np.abs(ours - theirs).max()))
-        agree += int(ours.argmax() == theirs.argmax())
-        if spike_names:
-            for artifact_spikes, eager_spikes in zip(session.extra, recorder.take()):
-                flips += int((artifact_spikes != eager_spikes).sum())
-                spikes_compared += eager_spikes.size
+        rollout.add(ours, theirs)
+        eager_spikes, artifact_spikes = recorder.take(), getattr(session, "last_spikes", None)
+        if artifact_spikes:
+            if len(artifact_spikes) != len(eager_spikes):
+                raise EdgespikeError(
+                    f"{session.runtime} exposes {len(artifact_spikes)} LIF spike tensors but eager has {len(eager_spikes)}; "
+                    "the artifact's spike_values do not match the model: re-export it"
+                )
+            for ours_spikes, eager in zip(artifact_spikes, eager_spikes):
+                flips += int((np.asarray(ours_spikes).reshape(eager.shape) != eager).sum())
+                spikes_compared += eager.size
     greedy_ours, greedy_theirs = _greedy(session, ours), _greedy(reference, theirs)
     recorder.remove()
+    stepwise = _stepwise(session, model, manifest, tokens) if manifest.get("state_precision", "fp32") != "fp32" else None
 
-    top1 = agree / len(tokens)
-    passed = max_diff <= tolerance.max_abs_logit_diff and top1 >= tolerance.min_top1_agreement
+    checked = stepwise or rollout
+    checks = STRUCTURE_CHECKS[manifest["target"]](directory, manifest) if manifest["target"] in STRUCTURE_CHECKS else {}
+    failed_checks = [name for name, ok in checks.items() if not ok]
+    passed = checked.within(tolerance) and not failed_checks
     record = {
         "passed": passed,
         "runtime": session.runtime,
-        "max_abs_logit_diff": max_diff,
-        "top1_agreement": top1,
+        **rollout.record(),
         "greedy_match": greedy_ours == greedy_theirs,
         "greedy_tokens": GREEDY_TOKENS,
         "spike_flip_rate": flips / spikes_compared if spikes_compared else None,
+        "spikes_compared": spikes_compared,
         "tokens": len(tokens),
-        "tolerance": tolerance.__dict__,
+        "tolerance": {**tolerance.__dict__, "applies_to": "conversion" if stepwise else "rollout"},
+        **({"checks": checks} if checks else {}),
     }
+    if manifest["target"] == "coreml" and not session.runtime.startswith("mil-interpreter"):
+        record["mil_interpreter"] = _interpreter_against(session, directory, manifest, model, tokens)
+    if stepwise:
+        record["conversion"] = {
+            "method": f"eager's state, rounded to {manifest['state_precision']}, given to both before every token: one step's error, none carried",
+            **stepwise.record(),
+        }
     if not spikes_compared:
-        record["spike_flip_rate_note"] = f"{session.runtime} does not expose the spikes inside the graph"
+        record["spike_flip_rate_note"] = (
+            "the model has no LIF neurons" if not recorder.hooked else f"{session.runtime} does not expose the spikes inside the graph"
+        )
     if not passed:
+        which = "conversion (state set from eager every token): " if stepwise else ""
         record["reason"] = (
-            f"max |logit diff| {max_diff:.3g} (tolerance {tolerance.max_abs_logit_diff}), "
-            f"top-1 agreement {top1:.3f} (tolerance {tolerance.min_top1_agreement})"
+            f"{which}max |logit diff| {checked.max_diff:.3g} (tolerance {tolerance.max_abs_logit_diff}), "
+            f"top-1 agreement {checked.top1:.3f} (tolerance {tolerance.min_top1_agreement})"
+            + (f", structural checks failed: {', '.join(failed_checks)}" if failed_checks else "")
         )
     return record
 
 
-def _open(directory: Path, manifest: dict, spike_names: tuple[str, ...]):
-    if spike_names:
+def _stepwise(session, model: SpikingLM, manifest: dict, tokens: list[int], against=None) -> "_Agreement | None":
+    """Token by token from eager's state rounded to the artifact's state precision, given to
+    both sides, for runtimes whose state can be set (``set_state``); ``against`` replaces
+    eager as the side compared (eager still supplies the state)."""
+    if not hasattr(session, "set_state") or (against is not None and not hasattr(against, "set_state")):
+        return None
+    session.reset()
+    reference, agreement = EagerSession(model, manifest["timesteps"]), _Agreement()
+    dtype = STATE_DTYPES[manifest["state_precision"]]
+    for token in tokens:
+        state = reference.step_module.state()
+        rounded = {name: value.numpy().astype(dtype) for name, value in state.items()}
+        for name, value in rounded.items():  # both start from the state the artifact can hold
+            state[name].copy_(torch.from_numpy(value.astype(np.float32)))
+        session.set_state(rounded)
+        theirs = reference.step(token)
+        if against is not None:
+            against.set_state(rounded)
+            theirs = against.step(token)
+        agreement.add(session.step(token), theirs)
+    return agreement
+
+
+def _interpreter_against(session, directory: Path, manifest: dict, model: SpikingLM, tokens: list[int]) -> dict:
+    """On macOS: the MIL interpreter against Core ML's own predict, step by step from the same state."""
+    from edgespike.runtimes.coreml import MILInterpreterSession
+
+    agreement = _stepwise(MILInterpreterSession(directory, manifest), model, manifest, tokens, against=session)
+    return {"against": session.runtime, **agreement.record()}
+
+
+class _Agreement:
+    """Running max |logit difference| and argmax agreement of one comparison."""
+
+    def __init__(self):
+        self.max_diff, self.agree, self.count = 0.0, 0, 0
+
+    def add(self, ours: np.ndarray, theirs: np.ndarray) -> None:
+        self.max_diff = max(self.max_diff, float(np.abs(ours - theirs).max()))
+        self.agree += int(ours.argmax() == theirs.argmax())
+        self.count += 1
+
+    @property
+    def top1(self) -> float:
+        return self.agree / self.count
+
+    def within(self, tolerance: Tolerance) -> bool:
+        return self.max_diff <= tolerance.max_abs_logit_diff and self.top1 >= tolerance.min_top1_agreement
+
+    def record(self) -> dict:
+        return {"max_abs_logit_diff": self.max_diff, "top1_agreement": self.top1}
+
+
+def _open(directory: Path, manifest: dict):
+    """The artifact's session, with the LIF spikes exposed where the runtime can (ONNX: as extra outputs)."""
+    if manifest["target"] == "onnx":
         from edgespike.runtimes.onnxruntime import OnnxSession
 
-        return OnnxSession(directory, manifest, extra_outputs=spike_names)
+        return OnnxSession(directory, manifest, extra_outputs=_onnx_lif_spike_outputs(directory, manifest))
     return load_session(directory)
 
 
@@ -126,6 +221,7 @@ class _SpikeRecorder:
             for m in module.modules()
             if isinstance(m, LIF)
         ]
+        self.hooked = bool(self.handles)
 
     def take(self) -> list[np.ndarray]:
         calls, self.calls = self.calls, []
@@ -143,36 +239,20 @@ def _onnx_lif_spike_outputs(directory: Path, manifest: dict) -> tuple[str, ...]:
     return tuple(node.output[0] for node in model.graph.node if node.domain == manifest["custom_domain"] and node.op_type == "LIF")
 
 
-def validate_coreml_structure(directory: Path, manifest: dict) -> dict:
-    """Structural check of a saved .mlpackage: iOS 18 states, LUT weights, expected ops."""
-    import coremltools as ct
-    from coremltools.converters.mil.frontend.milproto.load import load as load_mil
+def coreml_structure(directory: Path, manifest: dict) -> dict[str, bool]:
+    """What a Core ML package must hold beyond its numbers: iOS 18 states, 2-bit LUT weights, spike ops."""
+    from edgespike.runtimes.coreml.interpreter import MILProgram
 
-    mlmodel = ct.models.MLModel(str(directory / manifest["model_file"]), skip_model_load=True)
-    spec = mlmodel.get_spec()
-    program = load_mil(model_spec=spec, specification_version=spec.specificationVersion, file_weights_dir=mlmodel.weights_dir)
-    ops = [op.op_type for op in program.functions["main"].operations]
-    state_names = {state.name for state in spec.description.state}
+    program = MILProgram.load(directory / manifest["model_file"])
+    ops = [op.op_type for op in program.function.operations]
     expected_states = {s["buffer"] for s in manifest["states"]}
-    checks = {
-        "states_present": state_names == expected_states,
+    return {
+        "states_present": set(program.state_names) == expected_states,
         "state_reads_and_updates": ops.count("read_state") == len(expected_states) == ops.count("coreml_update_state"),
         "lut_weights": ops.count("constexpr_lut_to_dense") == manifest["palettized_weights"] > 0,
         "spike_ops": "greater_equal" in ops and "linear" in ops,
-        "ios18": spec.specificationVersion >= 9,
+        "ios18": manifest["minimum_deployment_target"] == "iOS18",
     }
-    failed = [name for name, ok in checks.items() if not ok]
-    record = {
-        "passed": not failed,
-        "runtime": "structural",
-        "checks": checks,
-        "max_abs_logit_diff": None,
-        "top1_agreement": None,
-        "greedy_match": None,
-        "spike_flip_rate": None,
-        "tokens": 0,
-        "note": "Core ML cannot execute on this host; the program was checked structurally, not numerically",
-    }
-    if failed:
-        record["reason"] = f"structural checks failed: {', '.join(failed)}"
-    return record
+
+
+STRUCTURE_CHECKS = {"coreml": coreml_structure}  # target -> (artifact dir, manifest) -> {check: passed}

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.mlpackage"
 TERNARY_SUFFIX = "_ternary_weight"  # names the weights the palettizer packs to 2 bits
+SPIKES_SUFFIX = "_lif_spikes"  # names each LIF's spikes [T, ...], listed in the manifest for validation
 MIN_IOS = "iOS18"  # Core ML states need iOS 18
 
 
@@ -48,8 +49,8 @@ def _register_composites() -> None:
                 v = mb.sub(x=v, y=mb.mul(x=fired, y=np.float32(threshold)))
             else:
                 v = mb.mul(x=v, y=mb.sub(x=np.float32(1.0), y=fired))
-            spikes.append(mb.expand_dims(x=fired, axes=[0]))
-        all_spikes = spikes[0] if len(spikes) == 1 else mb.concat(values=spikes, axis=0)
+            spikes.append(fired)
+        all_spikes = mb.stack(values=spikes, axis=0, name=node.name + SPIKES_SUFFIX)
         context.add((all_spikes, v), torch_name=node.name)
 
     @register_torch_op(torch_alias=["edgespike::spike_linear"])
@@ -131,13 +132,17 @@ class CoreMLExporter:
         ]
         config = cto.OptimizationConfig(op_name_configs={name: cto.OpPalettizerConfig(mode="unique", weight_threshold=0) for name in ternary})
         mlmodel = cto.palettize_weights(mlmodel, config)
+        operations = mlmodel._mil_program.functions["main"].operations
+        spike_values = [op.outputs[0].name for op in operations if op.op_type == "stack" and SPIKES_SUFFIX in op.outputs[0].name]
         output = mlmodel._spec.description.output[0].name
         mlmodel.save(str(staging / MODEL_FILE))
         log.info("coreml: %d ternary weights palettized to 2-bit LUTs, %d states", len(ternary), len(states))
         return {
             "minimum_deployment_target": MIN_IOS,
             **step_io(step, "int32", output, "float16" if options.precision == "fp16" else "float32"),
+            "state_precision": "fp16",
             "palettized_weights": len(ternary),
+            "spike_values": spike_values,
         }
 
 

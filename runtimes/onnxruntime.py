@@ -19,13 +19,13 @@ class OnnxSession:
         self.manifest = manifest
         self.runtime = f"onnxruntime {ort.__version__} (CPU)"
         model = onnx.load(str(directory / manifest["model_file"]))
-        if extra_outputs:  # intermediate values, e.g. spikes for validation
+        if extra_outputs:  # intermediate values: the LIF spikes, for validation
             model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in extra_outputs)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.names = [spec["name"] for spec in manifest["states"]]
-        self.extra: list[np.ndarray] = []
+        self.last_spikes: list[np.ndarray] = []  # the extra outputs of the last step
         self.reset()
 
     def reset(self) -> None:
@@ -36,7 +36,7 @@ class OnnxSession:
         outputs = self.session.run(None, {"tokens": np.array([[token]], dtype=np.int64), **self.state})
         n = len(self.names)
         self.state = {f"state.{name}": value for name, value in zip(self.names, outputs[1 : 1 + n])}
-        self.extra = outputs[1 + n :]
+        self.last_spikes = outputs[1 + n :]
         return outputs[0][0]
 
 

@@ -3,10 +3,12 @@ with the eager ternarized reference (validation, a 64-token rollout with the sta
 
 Tolerances (edgespike.validate.TOLERANCES): fp32 ONNX/ExecuTorch max |logit diff| <= 1e-3 and
 top-1 agreement >= 0.99; spike flips are reported where the runtime exposes them (ONNX).
-Core ML cannot execute on Linux: its package is checked structurally, and the test says so.
+Core ML cannot execute on Linux: there its package runs in the numpy MIL interpreter, fp16
+rounding included; its tolerance applies to the conversion (edgespike.validate's docstring).
 """
 
 import json
+import platform
 from collections import Counter
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from edgespike import models
 from edgespike.errors import EdgespikeError
 from edgespike.exporters import ExportOptions, export
+from edgespike.nn import LIF
 from edgespike.validate import validate_artifact
 
 FAMILIES = sorted(models.FAMILIES)
@@ -58,12 +61,22 @@ def test_executorch(family, tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_coreml_structure(family, tmp_path):
+def test_fp16_coreml(family, tmp_path):
+    """Numeric on Linux through the MIL interpreter; the tolerance applies to the conversion record
+    (state set from eager every token), the rollout's numbers are reported, fp16 flips included."""
     result = _export(family, "coreml", tmp_path)
     v = result.manifest["validation"]
-    assert v["runtime"] == "structural" and v["passed"], v  # no numeric claim on Linux
+    assert v["passed"], v
     assert all(v["checks"].values())
     assert result.manifest["precision"] == "fp16" and result.manifest["minimum_deployment_target"] == "iOS18"
+    if platform.system() != "Darwin":
+        assert v["runtime"] == "mil-interpreter"
+    assert v["conversion"]["top1_agreement"] >= 0.9 and v["conversion"]["max_abs_logit_diff"] <= 1.5
+    assert 0.0 <= v["top1_agreement"] <= 1.0 and v["greedy_match"] in (True, False)
+    has_lif = any(isinstance(m, LIF) for m in models.create(family, "tiny").modules())
+    # every LIF's spikes are compared where the model has LIF neurons; fp16 flips some, never most
+    assert (v["spike_flip_rate"] is not None) == has_lif and (not has_lif or v["spike_flip_rate"] < 0.2)
+    assert bool(result.manifest["spike_values"]) == has_lif
 
 
 def _numel(tensor):
@@ -108,3 +121,14 @@ def test_unlowerable_module_is_named(tmp_path):
     model.layers[0].extra = torch.nn.GRU(4, 4)
     with pytest.raises(EdgespikeError, match=r"module 'layers.0.extra' of type torch.nn.modules.rnn.GRU cannot be lowered"):
         export(model, "onnx", tmp_path / "x")
+
+
+def test_state_that_does_not_start_at_zero_is_refused():
+    """Core ML's makeState(), the ONNX sessions and the iOS app zero-fill the carried state."""
+    from edgespike.capture import decode_step
+
+    model = models.create("pulse", "tiny")
+    zeros = model.init_state
+    model.init_state = lambda batch: {name: value + (name.endswith("v_mlp")) for name, value in zeros(batch).items()}
+    with pytest.raises(EdgespikeError, match=r"state 'layers.0.v_mlp' of pulse does not start at zero; .*init_state must return zeros"):
+        decode_step(model)

@@ -25,9 +25,10 @@ exponent, so no exp() overflows, not even in the fp16 states of Core ML:
     q = max(p, u + k);     wkv = (e^(p-q) a + e^(u+k-q) v) / (e^(p-q) b + e^(u+k-q))
     q' = max(p - w, k);    a' = e^(p-w-q') a + e^(k-q') v;   b' = e^(p-w-q') b + e^(k-q');   p' = q'
 
-An empty state has a = b = 0 and p = EMPTY (a finite "minus infinity"). One exponential
-in each denominator is e^0 = 1, so no division is by less than 1. Elementwise max only:
-no data-dependent control flow.
+An empty state has a = b = 0, and its p is read as EMPTY (a finite "minus infinity")
+whatever is stored, so the state starts at all zeros as every runtime's does (Core ML's
+``makeState()`` zero-fills). One exponential in each denominator is e^0 = 1, so no division
+is by less than 1. Elementwise max and select only: no data-dependent control flow.
 
 Choices where the seed is silent (its write-up is a results summary, not a specification):
 - The neurons sit where RWKV has its nonlinearities: the token-shifted mixes are spiked
@@ -56,7 +57,7 @@ from edgespike.models.base import SpikingLM, State, prefixed, sub_state
 from edgespike.models.registry import register_family
 from edgespike.nn import LIF, RMSNorm, mean_over_time, repeat_over_time
 
-EMPTY = -1.0e4  # p of an empty WKV state: e^(EMPTY - q) is 0, and fp16 holds it
+EMPTY = -1.0e4  # p of an empty WKV state (b = 0): e^(EMPTY - q) is 0, and fp16 holds it
 
 
 @dataclass
@@ -83,6 +84,7 @@ def token_shift(x: Tensor, previous: Tensor) -> Tensor:
 def wkv(k: Tensor, v: Tensor, w: Tensor, u: Tensor, state: State) -> tuple[Tensor, State]:
     """k, v[B, S, d], w, u[d], state {a, b, p: [B, d]} -> (wkv[B, S, d], new state); stable form."""
     a, b, p = state["a"], state["b"], state["p"]
+    p = torch.where(b > 0, p, torch.full_like(p, EMPTY))  # an empty state's p is minus infinity, whatever is stored
     out = []
     for t in range(k.shape[1]):
         kt, vt = k[:, t], v[:, t]
@@ -114,7 +116,7 @@ class TimeMix(nn.Module):
         d = self.time_first.shape[0]
         zeros = like.new_zeros
         return {"shift": zeros(batch, d), "v": zeros(batch, 3 * d), "a": zeros(batch, d), "b": zeros(batch, d),
-                "p": like.new_full((batch, d), EMPTY)}  # fmt: skip
+                "p": zeros(batch, d)}  # fmt: skip
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         T = self.timesteps
