@@ -195,7 +195,9 @@ def generate_command(
 
         from edgespike.runtimes import load as load_session
 
-        step = session_step(load_session(model))
+        session = load_session(model)
+        errors.print(f"[dim]running {model} with {session.runtime}[/]", highlight=False)
+        step = session_step(session)
         tokenizer_path = Path(model) / "tokenizer.json"
         if not tokenizer_path.is_file():
             raise EdgespikeError(f"{model} has no tokenizer.json; export a model that has a tokenizer")
