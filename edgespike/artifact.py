@@ -3,6 +3,7 @@
     <artifact>/
       model.mlpackage | model.onnx | model.pte     the target's model file(s)
       tokenizer.json                               when the model has one
+      tokenizer_config.json                        with it: tokenizer_class etc. (swift-transformers needs it)
       manifest.json                                this module's schema, FORMAT_VERSION
 
 The manifest records what a runtime needs to drive the model without the source model
