@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from edgespike.errors import EdgespikeError
 from edgespike.models.base import SpikingLM
 from edgespike.models.registry import build
+from edgespike.nn import LIF
 from edgespike.quant.ternary import ternarize
 
 MAX_TIMESTEPS = 64
@@ -59,8 +60,21 @@ class DecodeStep(nn.Module):
                 "state (Core ML makeState()), so init_state must return zeros (encode 'empty' differently)"
             )
         self.specs = [StateSpec(name, buffer_name(name), tuple(value.shape)) for name, value in initial.items()]
+        # spike_rates: also return [B, P], per LIF call the fraction of neurons x timesteps that
+        # fired for this token (spike_populations() names the P calls)
+        self.spike_rates = False
         for spec, value in zip(self.specs, initial.values()):
             self.register_buffer(spec.buffer, value.clone())
+
+    @torch.no_grad()
+    def spike_populations(self) -> list[str]:
+        """The module paths of the LIF calls ``spike_rates`` reports, in order (a dry run on a copy)."""
+        probe, names = copy.deepcopy(self), []
+        for name, module in probe.model.named_modules():
+            if isinstance(module, LIF):
+                module.register_forward_hook(lambda _m, _i, _o, name=name: names.append(name))
+        probe(torch.zeros(self.batch, 1, dtype=torch.long))
+        return names
 
     def state(self) -> dict[str, Tensor]:
         return {spec.name: getattr(self, spec.buffer) for spec in self.specs}
@@ -70,11 +84,23 @@ class DecodeStep(nn.Module):
         for spec in self.specs:
             getattr(self, spec.buffer).zero_()
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        logits, new_state = self.model(tokens, self.state())
+    def forward(self, tokens: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        rates: list[Tensor] = []  # [B] per LIF call
+        hooks = [
+            module.register_forward_hook(lambda _m, _i, out: rates.append(out[0].transpose(0, 1).flatten(1).mean(dim=1)))
+            for module in self.model.modules()
+            if self.spike_rates and isinstance(module, LIF)
+        ]
+        try:
+            logits, new_state = self.model(tokens, self.state())
+        finally:
+            for hook in hooks:
+                hook.remove()
         for spec in self.specs:
             getattr(self, spec.buffer).copy_(new_state[spec.name])
-        return logits[:, -1]  # [B, V]
+        if not self.spike_rates:
+            return logits[:, -1]  # [B, V]
+        return logits[:, -1], torch.stack(rates, dim=1)  # [B, V], [B, P]
 
 
 def with_timesteps(model: SpikingLM, timesteps: int | None) -> SpikingLM:

@@ -5,7 +5,9 @@ The edgespike ops become MIL composites (``register_torch_op``): LIF unrolled ov
 steps, spike_encode as comparisons, spike_linear as one ``linear`` whose weight is
 codes * scale. Every ternary weight is then palettized ("unique" mode: three values, a 2-bit
 lookup table, ``constexpr_lut_to_dense``). The carried state buffers become Core ML states
-(``StateType`` named after the buffer), fp16 by default.
+(``StateType`` named after the buffer), fp16 by default. A second output, ``spike_rates``
+[B, P], gives the fraction of each LIF population's neurons x timesteps that fired for the
+token (the iOS app's live spike view); the manifest names the P populations.
 """
 
 from __future__ import annotations
@@ -112,7 +114,12 @@ class CoreMLExporter:
         except ImportError as err:
             raise ImportError("the coreml target needs coremltools: pip install 'edgespike[export]'") from err
         _register_composites()
-        program = export_step(step).run_decompositions({})
+        populations = step.spike_populations()
+        step.spike_rates = bool(populations)  # a second output for the app's live spike view
+        try:
+            program = export_step(step).run_decompositions({})
+        finally:
+            step.spike_rates = False
         states = [  # Core ML states are fp16 only, whatever the compute precision
             ct.StateType(wrapped_type=ct.TensorType(shape=spec.shape, dtype=np.float16), name=spec.buffer)
             for spec in step.specs
@@ -120,6 +127,7 @@ class CoreMLExporter:
         mlmodel = ct.convert(
             program,
             inputs=[ct.TensorType(name="tokens", shape=(step.batch, 1), dtype=np.int32)],
+            outputs=[ct.TensorType(name=name) for name in (("logits", "spike_rates") if populations else ("logits",))],
             states=states,
             minimum_deployment_target=ct.target.iOS18,
             compute_precision=ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32,
@@ -134,12 +142,16 @@ class CoreMLExporter:
         mlmodel = cto.palettize_weights(mlmodel, config)
         operations = mlmodel._mil_program.functions["main"].operations
         spike_values = [op.outputs[0].name for op in operations if op.op_type == "stack" and SPIKES_SUFFIX in op.outputs[0].name]
-        output = mlmodel._spec.description.output[0].name
         mlmodel.save(str(staging / MODEL_FILE))
         log.info("coreml: %d ternary weights palettized to 2-bit LUTs, %d states", len(ternary), len(states))
+        dtype = "float16" if options.precision == "fp16" else "float32"
+        io = step_io(step, "int32", "logits", dtype)
+        if populations:
+            io["outputs"].append({"name": "spike_rates", "dtype": dtype, "shape": [step.batch, len(populations)],
+                                  "populations": populations})
         return {
             "minimum_deployment_target": MIN_IOS,
-            **step_io(step, "int32", output, "float16" if options.precision == "fp16" else "float32"),
+            **io,
             "state_precision": "fp16",
             "palettized_weights": len(ternary),
             "spike_values": spike_values,

@@ -166,13 +166,14 @@ def manifest_mismatches(swift_source: bytes, manifest: dict) -> list[str]:
             problems.append(f"{struct}: CodingKeys {sorted(spec['keys'] or [])} != stored properties {sorted(spec['properties'])}")
             return
         for case, key in spec["keys"].items():
-            missing = [o for o in objects if key not in o]
-            if missing:
+            optional = spec["properties"][case].strip().endswith("?")  # e.g. outputs' populations: spike_rates only
+            present = [o for o in objects if key in o]
+            if not optional and len(present) < len(objects):
                 problems.append(f"{struct}.{case}: the export has no key {path}{key}")
                 continue
             nested = re.sub(r"[\[\]?\s]", "", spec["properties"][case])
             if nested in structs:
-                values = [v for o in objects for v in (o[key] if isinstance(o[key], list) else [o[key]])]
+                values = [v for o in present for v in (o[key] if isinstance(o[key], list) else [o[key]])]
                 check(nested, values, f"{path}{key}.")
 
     check("Manifest", [manifest], "")

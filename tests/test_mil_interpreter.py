@@ -134,6 +134,19 @@ def test_exported_fp32_package_reproduces_eager_step_by_step(pulse_fp32_artifact
     assert len(session.last_spikes) == sum(1 for m in model.modules() if type(m).__name__ == "LIF")
 
 
+def test_spike_rates_output_is_each_populations_firing_fraction(pulse_fp32_artifact):
+    """The app's spike view: spike_rates[p] = mean of LIF call p's spikes [T, B, n] for the token."""
+    model, path = pulse_fp32_artifact
+    session = load(path)
+    (rates,) = [o for o in session.manifest["outputs"] if o["name"] == "spike_rates"]
+    lifs = [name for name, m in model.named_modules() if type(m).__name__ == "LIF"]
+    assert rates["populations"] == lifs and rates["shape"] == [1, len(lifs)]
+    values = session.program.run({"tokens": np.array([[42]], np.int32)}, session.state, keep=session.spike_values)
+    expected = [values[name].astype(np.float32).mean() for name in session.spike_values]
+    np.testing.assert_allclose(values["spike_rates"][0], expected, rtol=1e-6)
+    assert 0 < values["spike_rates"].max() <= 1
+
+
 @pytest.mark.parametrize("damage", ["missing", "edited"])
 def test_damaged_package_fails_the_artifact_checksum(pulse_fp32_artifact, tmp_path, damage):
     _, path = pulse_fp32_artifact

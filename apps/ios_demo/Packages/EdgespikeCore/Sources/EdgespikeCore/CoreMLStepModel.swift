@@ -74,7 +74,7 @@ public actor CoreMLStepModel: StepModel {
         let membranes = manifest.membraneStates
         if let rates = manifest.spikeRates, let array = result.featureValue(for: rates.name)?.multiArrayValue {
             let values = MLShapedArray<Float>(converting: array).scalars.map(Double.init)
-            let names = membranes.count == values.count ? membranes.map(\.name) : values.indices.map { "LIF \($0)" }
+            let names = rates.populations ?? values.indices.map { "LIF \($0)" }
             return SpikeActivity(kind: .spikeRate, populations: names, values: values)
         }
         guard !membranes.isEmpty else { return nil }

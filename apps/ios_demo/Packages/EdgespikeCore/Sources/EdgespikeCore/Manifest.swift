@@ -49,9 +49,11 @@ public struct Manifest: Codable, Sendable, Equatable {
         public let name: String
         public let dtype: String
         public let shape: [Int]
+        /// `spike_rates` only: the LIF population (module path) of each rate.
+        public let populations: [String]?
 
         enum CodingKeys: String, CodingKey {
-            case name, dtype, shape
+            case name, dtype, shape, populations
         }
     }
 

@@ -25,7 +25,7 @@ final class ManifestTests: XCTestCase {
         let manifest = try demo()
         XCTAssertNoThrow(try manifest.validate())
         XCTAssertEqual(manifest.logitsOutput?.shape.last, manifest.vocabSize)
-        XCTAssertNil(manifest.spikeRates)
+        XCTAssertEqual(manifest.spikeRates?.populations?.count, manifest.spikeRates?.shape.last)  // one rate per LIF call
         XCTAssertEqual(manifest.membraneStates.count, 3 * manifest.config.nLayers)  // v_attn, v_mlp, v_hidden per layer
         XCTAssertFalse(manifest.membraneStates.contains { $0.name.contains(".kv.") })
         XCTAssertNoThrow(try manifest.validate(against: signature(of: manifest)))
