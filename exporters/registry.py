@@ -17,6 +17,7 @@ class ExportOptions:
     timesteps: int | None = None  # None: the model's own
     precision: str | None = None  # None: the target's default
     batch: int = 1
+    chip: str | None = None  # neuronchip: a chip preset (edgespike.chip.CHIPS) or .toml path; None: loihi
 
 
 class Exporter(Protocol):

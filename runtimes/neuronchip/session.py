@@ -1,0 +1,174 @@
+"""A NeuronChip bundle as a runtime session: the chip layers simulated (``simulator``), the host
+part run in float PyTorch, rebuilt from the manifest's config and the bundle's weights.
+
+The model is the family's own code (so the host part computes what eager computes); the
+modules the mapping puts on the chip have their forward replaced by the simulator: chip
+linears by event-driven integer accumulation, chip LIFs by the fixed-point membrane (kept
+as integers between tokens, in the session). After each ``step``:
+
+    stats        the token's cycles, latency (total and per model block), energy with its
+                 breakdown, spikes on the mesh and over the host link, core utilization
+    last_spikes  the spikes of every LIF call, in call order, shaped as edgespike.nn.LIF returns them
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from edgespike.capture import DecodeStep
+from edgespike.chip import Chip
+from edgespike.errors import EdgespikeError
+from edgespike.models import build, get_family
+from edgespike.nn import LIF
+from edgespike.quant import ternarize, unpack_ternary
+from edgespike.runtimes.neuronchip.simulator import ChipLayer, LayerSim, Ledger, LifParams
+from edgespike.runtimes.registry import check_token
+
+MAPPING_VERSION = 1
+CHIP_WEIGHTS = "chip_weights.safetensors"
+HOST_WEIGHTS = "host.safetensors"
+
+
+def _block(name: str) -> str:
+    """The model block a module belongs to: "layers.3.mlp.up" -> "layers.3", "readout.x" -> "readout"."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "layers" and len(parts) > 1 else parts[0]
+
+
+def _load(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise EdgespikeError(f"{path} is not a readable safetensors file: {err}; export the bundle again") from None
+
+
+def chip_layers(mapping: dict, tensors: dict[str, torch.Tensor]) -> list[ChipLayer]:
+    """The mapping's layers with their weights gathered back from the per-core tensors."""
+    chip = Chip.from_dict(mapping["chip"])
+    placed = {record["name"]: record for record in mapping["layers"]}
+    layers = []
+    for record in mapping["layers"]:
+        codes, scales, biases = [], [], []
+        for core in record["cores"]:
+            key = f"{record['name']}.core{core['core']}"
+            stored = tensors[f"{key}.codes"]
+            codes.append(unpack_ternary(stored, record["fan_in"]) if chip.weight_bits == 2 else stored)
+            scales.append(tensors[f"{key}.scale"])
+            if record["has_bias"]:
+                biases.append(tensors[f"{key}.bias"])
+        as_slices = lambda r: [(c["core"], *c["neurons"]) for c in r["cores"]]  # noqa: E731
+        source = placed.get(record["source_layer"]) if record["source_layer"] else None
+        layers.append(ChipLayer(
+            name=record["name"], stage=record["stage"], codes=torch.cat(codes).numpy(),
+            scale=torch.cat(scales).numpy(), bias=torch.cat(biases).numpy() if biases else None,
+            cores=as_slices(record), source_cores=as_slices(source) if source else None,
+            signed_input=record["signed_input"], lif=LifParams.from_dict(record["lif"]) if record["lif"] else None,
+            block=_block(record["name"]),
+        ))  # fmt: skip
+    return layers
+
+
+class NeuronChipSession:
+    def __init__(self, directory: Path, manifest: dict):
+        self.manifest = manifest
+        mapping = json.loads((directory / manifest["model_file"]).read_text())
+        if mapping.get("format_version") != MAPPING_VERSION:
+            raise EdgespikeError(f"{directory}: chip mapping format {mapping.get('format_version')} is not "
+                                 f"{MAPPING_VERSION}; export the bundle again with this edgespike")
+        self.mapping = mapping
+        self.chip = Chip.from_dict(mapping["chip"])
+        chip_tensors = _load(directory / CHIP_WEIGHTS)
+        self.layers = chip_layers(mapping, chip_tensors)
+        config = get_family(manifest["config"]["family"]).model_class.config_class.from_dict(manifest["config"])
+        model = ternarize(build(config)).eval()
+        state = _load(directory / HOST_WEIGHTS)
+        for layer in self.layers:
+            state[f"{layer.name}.codes"] = torch.from_numpy(layer.codes)
+            linear = model.get_submodule(layer.name)
+            state[f"{layer.name}.scale"] = torch.from_numpy(layer.scale[: linear.scale.numel()].copy())
+            if layer.bias is not None:
+                state[f"{layer.name}.bias"] = torch.from_numpy(layer.bias)
+        model.load_state_dict(state)
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        self.step_module = DecodeStep(model).eval()
+        self.sims = {layer.name: LayerSim(layer, self.chip) for layer in self.layers}
+        for layer in self.layers:
+            model.get_submodule(layer.name).forward = partial(self._linear, self.sims[layer.name])
+            if layer.lif is not None:
+                lif_path = next(r["lif"]["module"] for r in mapping["layers"] if r["name"] == layer.name)
+                model.get_submodule(lif_path).forward = partial(self._lif, self.sims[layer.name])
+        for module in model.modules():
+            if isinstance(module, LIF):
+                module.register_forward_hook(lambda _m, _i, out: self.last_spikes.append(out[0].numpy().copy()))
+        summary = mapping["summary"]
+        self.runtime = (f"NeuronChip simulator ({self.chip.name}, {summary['cores_used']}/{self.chip.cores} cores, "
+                        f"{self.chip.membrane_bits}-bit fixed-point membranes)")
+        self.last_spikes: list[np.ndarray] = []
+        self.stats: dict = {}
+        self._membranes: dict[str, np.ndarray] = {}  # chip LIF membranes, integer, across tokens
+        self._pending: dict[str, np.ndarray] = {}  # a chip LIF layer's sums, from its linear to its LIF
+        self._ledger = Ledger(self.chip)
+        self._sim_s = 0.0
+
+    def reset(self) -> None:
+        self.step_module.reset()
+        self._membranes.clear()
+
+    @torch.no_grad()
+    def step(self, token: int) -> np.ndarray:
+        check_token(token, self.manifest["vocab_size"])
+        self.last_spikes, self._ledger, self._sim_s = [], Ledger(self.chip), 0.0
+        start = time.perf_counter()
+        logits = self.step_module(torch.tensor([[token]], dtype=torch.long))[0].numpy()
+        wall = time.perf_counter() - start
+        stats = self._ledger.stats()
+        summary = self.mapping["summary"]
+        stats.update({
+            "cores_used": summary["cores_used"],
+            "cores": self.chip.cores,
+            "core_neuron_fill": summary["chip_neurons"] / max(1, summary["cores_used"] * self.chip.neurons_per_core),
+            "max_layer_latency_s": max(stats["layer_latency_s"].values(), default=0.0),
+            "host_compute_s": wall - self._sim_s,  # measured on this machine: the float host part
+            "simulator_s": self._sim_s,
+        })  # fmt: skip
+        self.stats = stats
+        return logits
+
+    def _linear(self, sim: LayerSim, x: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        layer = sim.layer
+        rows = x.shape[0]
+        spikes = x.detach().reshape(rows, -1, layer.fan_in).numpy()
+        new_stage = self._ledger.open(layer, (layer.stage,), rows)
+        acc = sim.accumulate(spikes, self._ledger, new_stage)
+        if layer.lif is not None:
+            self._pending[layer.name] = acc
+        out = torch.from_numpy(sim.readout(acc)).reshape(*x.shape[:-1], layer.neurons)
+        self._sim_s += time.perf_counter() - start
+        return out
+
+    def _lif(self, sim: LayerSim, current: torch.Tensor, v0: torch.Tensor, *_) -> tuple[torch.Tensor, torch.Tensor]:
+        start = time.perf_counter()
+        layer = sim.layer
+        acc = self._pending.pop(layer.name)
+        membrane = self._membranes.get(layer.name)
+        if membrane is None:
+            membrane = np.zeros(acc.shape[1:], dtype=np.int64)
+        spikes, membrane = sim.lif(acc, membrane, self._ledger)
+        self._membranes[layer.name] = membrane
+        v = torch.from_numpy((membrane * sim.unit).astype(np.float32)).reshape(v0.shape)
+        self._sim_s += time.perf_counter() - start
+        return torch.from_numpy(spikes).reshape(current.shape), v
+
+
+def open_bundle(directory: Path, manifest: dict) -> NeuronChipSession:
+    return NeuronChipSession(directory, manifest)
