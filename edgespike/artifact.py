@@ -45,9 +45,19 @@ def checksums(directory: Path) -> dict[str, str]:
     }
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    manifest = {"format_version": FORMAT_VERSION, **manifest, "files": checksums(directory)}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def model_bytes(directory: Path, manifest: dict[str, Any]) -> int:
+    """Bytes of the model itself: every file the manifest lists but the tokenizer's."""
+    return sum((Path(directory) / name).stat().st_size for name in manifest["files"] if name not in TOKENIZER_FILES)
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``manifest`` with the format version and every file's sha256; the manifest written."""
+    manifest = {**manifest, "format_version": FORMAT_VERSION, "files": checksums(directory)}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
 
 def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from edgespike import __version__
+from edgespike.artifact import model_bytes
 from edgespike.errors import EdgespikeError
 
 
@@ -31,7 +32,7 @@ from edgespike.errors import EdgespikeError
 class Budget:
     """Limits one target's artifact must meet; None means not checked."""
 
-    max_artifact_bytes: int | None = None  # bytes of the model file(s)
+    max_artifact_bytes: int | None = None  # bytes of the model file(s), tokenizer excluded
     max_size_vs_fp32: float | None = None  # model bytes / (4 bytes x parameters)
     min_top1_agreement: float | None = None  # argmax agreement with eager, teacher-forced
     max_abs_logit_diff: float | None = None  # against eager, over the rollout
@@ -133,13 +134,9 @@ def check_target(model_spec: str, target: str, budget: Budget, options=None, mod
             report.error = str(err)
         report.export_seconds = time.perf_counter() - start
         if report.error is None:
-            report.artifact_bytes = _bytes(result.path / result.manifest["model_file"])
+            report.artifact_bytes = model_bytes(result.path, result.manifest)
     report.verdicts = _verdicts(report, budget, model.num_parameters())
     return report
-
-
-def _bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def _verdicts(report: TargetReport, budget: Budget, parameters: int) -> list[Verdict]:

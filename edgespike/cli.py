@@ -217,15 +217,11 @@ def generate_command(
     sys.stdout.write("\n")
 
 
-TARGET_HELP = "coreml, onnx, executorch, or all."
+TARGET_HELP = "coreml, onnx, executorch, neuronchip, or all."
 
 
 def _model_name(spec: str) -> str:
     return Path(spec).name if Path(spec).exists() else spec.replace(":", "-")
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def _quiet_toolchains() -> None:
@@ -258,16 +254,18 @@ def export_command(
     out: Optional[Path] = typer.Option(None, help="Artifact dir (default artifacts/MODEL/TARGET)."),
     timesteps: Optional[int] = typer.Option(None, help="Unroll LIF neurons over T timesteps (default: the model's)."),
     precision: Optional[str] = typer.Option(None, help="fp16 or fp32 (default: fp16 for coreml, fp32 elsewhere)."),
+    chip: Optional[str] = typer.Option(None, help="neuronchip: a chip preset (loihi, truenorth) or a chip .toml file."),
     validate: bool = typer.Option(True, "--validate/--no-validate", help="Check the artifact against eager PyTorch."),
     force: bool = typer.Option(False, "--force", help="Replace an existing artifact dir."),
     jobs: int = typer.Option(2, help="Targets exported at once, each in its own process (with --target all)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifests as JSON."),
 ):
-    """Export one decode step to CoreML, ONNX and/or ExecuTorch, validated against eager PyTorch."""
+    """Export one decode step to CoreML, ONNX, ExecuTorch and/or NeuronChip, validated against eager PyTorch."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     from edgespike import models
+    from edgespike.artifact import model_bytes
     from edgespike.exporters import EXPORTERS, ExportOptions
 
     targets = list(EXPORTERS) if target == "all" else [target]
@@ -275,7 +273,7 @@ def export_command(
     if unknown:
         raise EdgespikeError(f"unknown target {unknown[0]!r}; choose one of {', '.join(EXPORTERS)} or all")
     lm = models.load(model)  # fail fast on a bad model spec
-    options = ExportOptions(timesteps=timesteps, precision=precision)
+    options = ExportOptions(timesteps=timesteps, precision=precision, chip=chip)
     base = out or Path("artifacts") / _model_name(model)
     destinations = {name: base / name if (out is None or len(targets) > 1) else out for name in targets}
     existing = [str(d) for d in destinations.values() if d.exists()]
@@ -309,7 +307,7 @@ def export_command(
                   title=f"export of {model} (fp32 weights {float_bytes / 1e6:.2f} MB)")
     for r in results:
         v = r.manifest.get("validation") or {}
-        size = _dir_bytes(r.path / r.manifest["model_file"])
+        size = model_bytes(r.path, r.manifest)
         check = "skipped"
         if v:
             runtime = v["runtime"].split(" (")[0]

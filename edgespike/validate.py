@@ -58,6 +58,10 @@ TOLERANCES: dict[str | tuple[str, str], Tolerance] = {  # by target, or (target,
     # top-1 >= 0.95.
     ("coreml", "fp32"): Tolerance(max_abs_logit_diff=0.5, min_top1_agreement=0.9),
     ("coreml", "fp16"): Tolerance(max_abs_logit_diff=1.5, min_top1_agreement=0.9),
+    # NeuronChip simulates integer membranes with a shift leak: the rounding, carried across
+    # tokens, flips ~1-2% of spikes. Measured over 128 held-out tokens: demo max 1.86, top-1
+    # 0.83; tiny presets max <= 0.80, top-1 >= 0.95.
+    "neuronchip": Tolerance(max_abs_logit_diff=2.5, min_top1_agreement=0.75),
 }
 
 

@@ -9,6 +9,7 @@ The toolchains (coremltools, onnx, executorch) are imported inside the target th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -57,7 +58,7 @@ def export(
     precision = options.precision or exporter.default_precision
     if precision not in PRECISIONS:
         raise EdgespikeError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    options = ExportOptions(timesteps=options.timesteps, precision=precision, batch=options.batch)
+    options = dataclasses.replace(options, precision=precision)
     seconds: dict[str, float] = {}
 
     def stage(name: str):
@@ -108,12 +109,12 @@ def export(
             "states": [spec.to_dict() for spec in step.specs],
             **fields,
         }
-        write_manifest(staging, manifest)
+        manifest = write_manifest(staging, manifest)
         done("write")
         if validate is not None:
             stage("validate")
             manifest["validation"] = validate(staging, manifest)
-            write_manifest(staging, manifest)
+            manifest = write_manifest(staging, manifest)
             done("validate")
             if not manifest["validation"]["passed"]:
                 raise EdgespikeError(f"{target} artifact failed validation: {manifest['validation']['reason']}; nothing written")

@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 from edgespike.check import Budget, Verdict, TargetReport, _verdicts, load_budgets
 from edgespike.cli import app
 from edgespike.errors import EdgespikeError
+from edgespike.exporters import EXPORTERS
 
-TARGETS = ("coreml", "onnx", "executorch")
+TARGETS = tuple(EXPORTERS)
 
 
 def _budgets(tmp_path, text):
