@@ -190,6 +190,7 @@ def generate_command(
     from edgespike.generation import SamplingOptions, eager_step, generate_text, session_step
 
     options = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    per_token_stats: list[dict] = []
     if (Path(model) / MANIFEST).is_file():
         from tokenizers import Tokenizer
 
@@ -198,6 +199,8 @@ def generate_command(
         session = load_session(model)
         errors.print(f"[dim]running {model} with {session.runtime}[/]", highlight=False)
         step = session_step(session)
+        if hasattr(session, "stats"):  # a simulator's per-token estimates (NeuronChip)
+            step = _recording_stats(step, session, per_token_stats)
         tokenizer_path = Path(model) / "tokenizer.json"
         if not tokenizer_path.is_file():
             raise EdgespikeError(f"{model} has no tokenizer.json; export a model that has a tokenizer")
@@ -215,6 +218,30 @@ def generate_command(
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    if per_token_stats:
+        _print_simulator_stats(per_token_stats)
+
+
+def _recording_stats(step, session, out: list[dict]):
+    def recorded(token: int):
+        logits = step(token)
+        out.append(session.stats)
+        return logits
+
+    return recorded
+
+
+def _print_simulator_stats(per_token: list[dict]) -> None:
+    """Mean per token of a simulator's estimates: latency, energy and its breakdown, host link."""
+    mean = lambda key: sum(s[key] for s in per_token) / len(per_token)  # noqa: E731
+    breakdown = {k: sum(s["energy_breakdown_j"][k] for s in per_token) / len(per_token) for k in per_token[0]["energy_breakdown_j"]}
+    parts = ", ".join(f"{k} {v * 1e6:.2f}" for k, v in breakdown.items())
+    errors.print(
+        f"[dim]estimated per token over {len(per_token)} steps (prompt included): latency {mean('latency_s') * 1e3:.3f} ms "
+        f"(slowest layer {mean('max_layer_latency_s') * 1e3:.3f} ms), energy {mean('energy_j') * 1e6:.2f} µJ ({parts} µJ), "
+        f"host link {mean('host_link_bandwidth_bps') / 1e6:.1f} Mb/s, core utilization {mean('core_busy_utilization'):.0%}[/]",
+        highlight=False,
+    )
 
 
 TARGET_HELP = "coreml, onnx, executorch, neuronchip, or all."
