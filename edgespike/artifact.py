@@ -55,7 +55,7 @@ def model_bytes(directory: Path, manifest: dict[str, Any]) -> int:
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Write ``manifest`` with the format version and every file's sha256; the manifest written."""
-    manifest = {**manifest, "format_version": FORMAT_VERSION, "files": checksums(directory)}
+    manifest = {"format_version": FORMAT_VERSION, **manifest, "files": checksums(directory)}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
