@@ -114,7 +114,7 @@ class TargetReport:
         return [v for v in self.verdicts if v.passed is False]
 
 
-def check_target(model_spec: str, target: str, budget: Budget, options=None, model=None) -> TargetReport:
+def check_target(model_spec: str, target: str, budget: Budget, options=None, model=None, on_stage=None) -> TargetReport:
     """Export ``model_spec`` to ``target`` in a scratch dir, validate it and apply ``budget``."""
     from edgespike import models
     from edgespike.exporters import export
@@ -129,7 +129,7 @@ def check_target(model_spec: str, target: str, budget: Budget, options=None, mod
 
         start = time.perf_counter()
         try:
-            result = export(model, target, Path(scratch) / target, options, source=model_spec, validate=validate)
+            result = export(model, target, Path(scratch) / target, options, source=model_spec, validate=validate, on_stage=on_stage)
         except EdgespikeError as err:
             report.error = str(err)
         report.export_seconds = time.perf_counter() - start

@@ -260,6 +260,33 @@ def _quiet_toolchains() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _per_target(names: list[str], run, arguments, jobs: int, quiet: bool, **local) -> list:
+    """``run(*arguments(name))`` for every target, with a progress line each: in this process
+    (adding ``local`` keyword arguments and the stages as they go) or in a pool of ``jobs``
+    spawned workers. The results in ``names`` order."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    results = {}
+    with Progress(TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
+                  console=errors, disable=quiet) as bar:
+        tasks = {name: bar.add_task(name, total=1, stage="waiting") for name in names}
+        if jobs <= 1 or len(names) == 1:
+            for name in names:
+                on_stage = lambda stage, task=tasks[name]: bar.update(task, stage=stage)  # noqa: E731
+                results[name] = run(*arguments(name), on_stage=on_stage, **local)
+                bar.update(tasks[name], completed=1, stage="done")
+        else:
+            with ProcessPoolExecutor(min(jobs, len(names)), mp_context=get_context("spawn"), initializer=_quiet_toolchains) as pool:
+                futures = {pool.submit(run, *arguments(name)): name for name in names}
+                for name in names:
+                    bar.update(tasks[name], stage="working")
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update(tasks[futures[future]], completed=1, stage="done")
+    return [results[name] for name in names]
+
+
 def _export_one(model_spec: str, target: str, destination: Path, options, force: bool, validate: bool,
                 on_stage=None, lm=None):
     """Export and validate one target, in this process (``lm`` already loaded) or a pool worker."""
@@ -288,9 +315,6 @@ def export_command(
     json_out: bool = typer.Option(False, "--json", help="Print the manifests as JSON."),
 ):
     """Export one decode step to CoreML, ONNX, ExecuTorch and/or NeuronChip, validated against eager PyTorch."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
     from edgespike import models
     from edgespike.artifact import model_bytes
     from edgespike.exporters import EXPORTERS, ExportOptions
@@ -306,26 +330,9 @@ def export_command(
     existing = [str(d) for d in destinations.values() if d.exists()]
     if existing and not force:
         raise EdgespikeError(f"{existing[0]} already exists; pass --force to replace it or choose another --out")
-    results = []
-    with Progress(TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
-                  console=errors, disable=json_out) as bar:
-        tasks = {name: bar.add_task(name, total=1, stage="waiting") for name in targets}
-        if jobs <= 1 or len(targets) == 1:
-            for name in targets:
-                results.append(_export_one(model, name, destinations[name], options, force, validate,
-                                           on_stage=lambda stage, task=tasks[name]: bar.update(task, stage=stage), lm=lm))
-                bar.update(tasks[name], completed=1, stage="done")
-        else:
-            pool = ProcessPoolExecutor(min(jobs, len(targets)), mp_context=get_context("spawn"), initializer=_quiet_toolchains)
-            with pool:
-                futures = {pool.submit(_export_one, model, name, destinations[name], options, force, validate): name
-                           for name in targets}
-                for name in targets:
-                    bar.update(tasks[name], stage="exporting")
-                for future in as_completed(futures):
-                    results.append(future.result())
-                    bar.update(tasks[futures[future]], completed=1, stage="done")
-            results.sort(key=lambda r: targets.index(r.target))
+    results = _per_target(
+        targets, _export_one, lambda name: (model, name, destinations[name], options, force, validate), jobs, json_out, lm=lm
+    )
     if json_out:
         print(json.dumps([{"path": str(r.path), "seconds": r.seconds, **r.manifest} for r in results], indent=2))
         return
@@ -337,7 +344,7 @@ def export_command(
         size = model_bytes(r.path, r.manifest)
         check = "skipped"
         if v:
-            runtime = v["runtime"].split(" (")[0]
+            runtime = v["runtime"].split(" ")[0]
             check = f"[green]pass[/] {runtime}" if v["passed"] else f"[red]fail[/] {runtime}"
         table.add_row(
             r.target, f"{size / 1e6:.2f} MB", f"{size / float_bytes:.2f}x", check,
@@ -366,9 +373,6 @@ def check_command(
 
     Exits 0 when every budget holds, 1 naming each failed budget, 2 on bad input.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
     from edgespike import models
     from edgespike.check import check_target, describe, load_budgets, write_report
     from edgespike.exporters import EXPORTERS
@@ -379,21 +383,7 @@ def check_command(
         raise EdgespikeError(f"unknown target {unknown[0] if unknown else targets!r}; choose from {', '.join(EXPORTERS)} or all")
     limits = load_budgets(budgets, tuple(EXPORTERS))
     lm = models.load(model)  # fail fast on a bad model spec
-    reports = []
-    with Progress(TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
-                  console=errors, disable=json_out) as bar:
-        tasks = {name: bar.add_task(name, total=1, stage="checking") for name in names}
-        if jobs <= 1 or len(names) == 1:
-            for name in names:
-                reports.append(check_target(model, name, limits[name], model=lm))
-                bar.update(tasks[name], completed=1, stage="done")
-        else:
-            with ProcessPoolExecutor(min(jobs, len(names)), mp_context=get_context("spawn"), initializer=_quiet_toolchains) as pool:
-                futures = {pool.submit(check_target, model, name, limits[name]): name for name in names}
-                for future in as_completed(futures):
-                    reports.append(future.result())
-                    bar.update(tasks[futures[future]], completed=1, stage="done")
-        reports.sort(key=lambda r: names.index(r.target))
+    reports = _per_target(names, check_target, lambda name: (model, name, limits[name]), jobs, json_out, model=lm)
     result = write_report(report, model, reports, str(budgets) if budgets else None)
     if json_out:
         print(json.dumps(result, indent=2, default=str))
