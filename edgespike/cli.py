@@ -406,6 +406,113 @@ def check_command(
         raise typer.Exit(1)
 
 
+@app.command("profile")
+def profile_command(
+    model: str = typer.Argument("demo", help=MODEL_HELP + " Or an exported artifact dir (its source model)."),
+    target: list[str] = typer.Option(["cmos45"], "--target", help="Target name or .toml file; repeat for several (see --list)."),
+    text: Optional[Path] = typer.Option(None, help="UTF-8 text to run (default: the corpus's held-out split)."),
+    corpus: str = typer.Option("pydoc", help="Corpus whose held-out split is run when --text is not given."),
+    tokens: int = typer.Option(128, help="Tokens decoded one at a time for the counts."),
+    firing_rate: Optional[float] = typer.Option(None, help="Assume this spike rate and build the model on the meta device (no weights)."),
+    timesteps: Optional[int] = typer.Option(None, help="Unroll over T timesteps (default: the model's)."),
+    sweep_spec: Optional[str] = typer.Option(None, "--sweep", help="KEY=V1,V2,...: timesteps (perplexity vs energy) or firing_rate."),
+    layers: bool = typer.Option(False, "--layers", help="Also print the per-layer table."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the full report (with every constant's source) here."),
+    plot: Optional[Path] = typer.Option(None, help="Write a PNG: spike rate per layer, energy breakdown per target."),
+    list_targets: bool = typer.Option(False, "--list", help="List the targets and exit."),
+):
+    """Operations, measured spike sparsity, and estimated energy and latency per token on each target."""
+    from edgespike.profile import ProfileOptions, profile, sweep
+    from edgespike.profile.targets import load_target, target_names
+
+    if list_targets:
+        for name in target_names():
+            console.print(f"[bold]{name}[/]: {load_target(name).summary}", highlight=False)
+        return
+    options = ProfileOptions(targets=target, text_file=text, corpus=corpus, tokens=tokens, firing_rate=firing_rate, timesteps=timesteps)
+    with console.status("profiling"):
+        if sweep_spec:
+            key, _, values = sweep_spec.partition("=")
+            try:
+                numbers = [float(v) for v in values.split(",") if v.strip()]
+            except ValueError:
+                raise EdgespikeError(f"--sweep {sweep_spec!r}: values must be numbers, e.g. timesteps=1,2,4,8") from None
+            if not numbers:
+                raise EdgespikeError(f"--sweep {sweep_spec!r}: give KEY=V1,V2,... e.g. timesteps=1,2,4,8")
+            result = sweep(model, options, key.strip(), numbers)
+        else:
+            result = profile(model, options)
+    if json_file:
+        json_file.write_text(json.dumps(result, indent=2) + "\n")
+    if plot:
+        from edgespike.profile.plot import plot_profile, plot_sweep
+
+        (plot_sweep if sweep_spec else plot_profile)(result, plot)
+    if sweep_spec:
+        _print_sweep(result)
+    else:
+        _print_profile(result, layers)
+
+
+def _print_profile(report: dict, layers: bool) -> None:
+    m, spikes = report["model"], report["spikes"]
+    rate = "—" if spikes["firing_rate"] is None else f"{spikes['firing_rate']:.3f}"
+    console.print(
+        f"[bold]{m['spec']}[/] ({m['family']}, {_human(m['parameters'])} parameters, T={m['timesteps']}); "
+        f"{report['text']['tokens']} tokens of {report['text']['source']}; spike rate {rate} "
+        f"({'measured' if spikes['measured'] else 'assumed'})", highlight=False,
+    )
+    per = report["per_token"]
+    nb = report["neurobench"]
+    console.print(
+        f"per token: dense MACs {_human(per['dense_macs'])}, ACs {_human(per['acs'])}, MACs {_human(per['macs'])}, "
+        f"synops {_human(per['synops'])}, neuron updates {_human(per['neuron_updates'])}, spikes {_human(per['spikes'])}, "
+        f"weights read {per['weight_bytes'] / 1e6:.2f} MB; NeuroBench: footprint {nb['footprint_bytes'] / 1e6:.2f} MB, "
+        f"connection sparsity {nb['connection_sparsity']:.3f}, activation sparsity {_fmt(nb['activation_sparsity'], '.3f')}",
+        highlight=False,
+    )
+    table = Table("target", "µJ/token", "compute", "memory", "spikes+static", "ms/token", "bound", "ANN µJ", "qANN µJ",
+                  "break-even rate", title="estimated per token (compute-only in brackets)")
+    for name, t in report["targets"].items():
+        b = t["energy_breakdown_j"]
+        uj = lambda v: "—" if v is None else f"{v * 1e6:.3g}"  # noqa: E731
+        even = t["break_even_firing_rate"]
+        table.add_row(
+            name, f"{uj(t['energy_per_token_j'])} [{uj(t['compute_only_energy_per_token_j'])}]",
+            uj(b and b["compute"]), uj(b and b["memory"]), uj(b and b["spike_traffic"] + b["static"]),
+            _fmt(t["latency_per_token_s"] and t["latency_per_token_s"] * 1e3, ".4f"), (t["latency"] or {}).get("bound", "—"),
+            f"{uj(t['ann_energy_per_token_j']['with_memory'])} [{uj(t['ann_energy_per_token_j']['compute_only'])}]",
+            f"{uj(t['qann_energy_per_token_j']['with_memory'])} [{uj(t['qann_energy_per_token_j']['compute_only'])}]",
+            f"{_fmt(even['with_memory'], '.3f')} [{_fmt(even['compute_only'], '.3f')}]",
+        )
+    console.print(table)
+    if layers:
+        names = list(report["targets"])
+        per_layer = Table("layer", "spike rate", "dense MACs", "ACs", "spikes", "weights KB", *[f"{n} µJ" for n in names])
+        for row in report["layers"]:
+            per_layer.add_row(
+                row["name"], _fmt(row["spike_rate"], ".3f"), _human(row["dense_macs"]), _human(row["acs"]), _human(row["spikes"]),
+                f"{row['weight_bytes'] / 1e3:.1f}", *[_fmt(row["energy_per_token_j"][n] and row["energy_per_token_j"][n] * 1e6, ".3g") for n in names],
+            )
+        console.print(per_layer)
+    console.print("[dim]Estimates: every constant and its source is in the --json report (targets.*.sources), "
+                  "the target files in edgespike/profile/targets/.[/]")
+
+
+def _print_sweep(result: dict) -> None:
+    key, rows = result["sweep"], result["rows"]
+    names = list(rows[0]["targets"])
+    table = Table(key, "spike rate", "perplexity", *[f"{n} µJ / ms" for n in names], title=f"{key} sweep (energy and latency estimated)")
+    for row in rows:
+        cells = []
+        for n in names:
+            t = row["targets"][n]
+            cells.append(f"{_fmt(t['energy_per_token_j'] and t['energy_per_token_j'] * 1e6, '.3g')} / "
+                         f"{_fmt(t['latency_per_token_s'] and t['latency_per_token_s'] * 1e3, '.3g')}")
+        table.add_row(f"{row[key]:g}", _fmt(row["firing_rate"], ".3f"), _fmt(row["perplexity"], ".1f"), *cells)
+    console.print(table)
+
+
 @app.command("bench")
 def bench_command(
     artifacts: list[str] = typer.Argument(..., help="Exported artifact dirs to run side by side."),
