@@ -177,11 +177,12 @@ def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, fir
             reads = _Reads(parameter_names)
             with FlopCounterMode(display=False) as counter, reads:
                 _, state = frozen(torch.tensor([[token]], device=device), state)
-            root = next(iter(counter.get_flop_counts()))  # "Global"
-            for module, ops in counter.get_flop_counts().items():
-                if module != root and module.count(".") == 0:  # the model itself: every matmul in it
+            for module, ops in counter.get_flop_counts().items():  # "Global", "<Model>", "<Model>.layers.0", ...
+                if module == "Global":
+                    continue
+                if module.count(".") == 0:  # the model itself: every matmul in it
                     flops["__all__"] = flops.get("__all__", 0) + sum(ops.values())
-                elif module.count(".") >= 1:
+                else:
                     path = module.split(".", 1)[1]
                     if block_of(path) == path:  # a block's own total (nested modules are inside it)
                         flops[path] = flops.get(path, 0) + sum(ops.values())
