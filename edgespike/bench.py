@@ -6,8 +6,9 @@ repeat 1 of every entry, then repeat 2, ... A run loads the session, processes t
 (the first ``prompt_tokens`` held-out tokens, one step each), then decodes ``new_tokens``
 greedily from its own logits, timing every step. Reported per entry: load time (cold: the
 runtime's import and the model's opening), prompt time, decode latency p50/p90/p99, tokens/s
-(1 / mean decode latency), peak resident memory of the worker process, artifact size, and
-tokens/s as a ratio to the baseline. The eager baseline is the model the manifest records
+(1 / mean decode latency), peak resident memory of the worker process, artifact size,
+tokens/s as a ratio to the baseline and as a fraction of the host's decode roofline
+(``edgespike.profile``: measured bandwidth / bytes per token, or peak / ops). The eager baseline is the model the manifest records
 (for FAMILY:PRESET, an untrained instance: the same cost, other weights).
 """
 
@@ -68,10 +69,6 @@ def host_facts() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "versions": versions}
 
 
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def bench(
     artifacts: list[str],
     options: BenchOptions,
@@ -80,7 +77,7 @@ def bench(
     on_run: Callable[[str, int], None] | None = None,
 ) -> dict:
     """The report of benchmarking ``artifacts`` (and the eager baseline) on this host."""
-    from edgespike.artifact import read_manifest
+    from edgespike.artifact import model_bytes, read_manifest
     from edgespike.models import load as load_model
     from edgespike.validate import held_out_tokens
 
@@ -93,7 +90,8 @@ def bench(
     entries = [Entry(_label(path, m, manifests), artifact=path) for path, m in manifests.items()]
     if baseline:
         entries.insert(0, Entry("eager", model=source, timesteps=timesteps.pop() if len(timesteps) == 1 else None))
-    tokens = held_out_tokens(load_model(source), options.prompt_tokens)
+    source_model = load_model(source)
+    tokens = held_out_tokens(source_model, options.prompt_tokens)
 
     runs: dict[str, list[dict]] = {entry.name: [] for entry in entries}
     for repeat in range(options.repeats):
@@ -118,14 +116,30 @@ def bench(
                 "p99_ms": float(np.percentile(latencies, 99)),
                 "tokens_per_s": float(1000.0 / latencies.mean()),
                 "peak_rss_mb": max(s["peak_rss_mb"] for s in samples),
-                "artifact_bytes": _dir_bytes(Path(entry.artifact)) if entry.artifact else None,
+                "artifact_bytes": model_bytes(Path(entry.artifact), manifests[entry.artifact]) if entry.artifact else None,
             }
         )
     reference = results[0]["tokens_per_s"] if baseline else None
+    roofline = decode_roofline(source_model, tokens, timesteps.pop() if len(timesteps) == 1 else None)
     for result in results:
         result["speedup_vs_baseline"] = result["tokens_per_s"] / reference if reference else None
+        result["fraction_of_roofline"] = result["tokens_per_s"] / roofline["roofline_tokens_per_s"]
     return {"host": host_facts(), "options": asdict(options), "baseline": "eager" if baseline else None,
-            "model": source, "results": results}
+            "model": source, "roofline": roofline, "results": results}
+
+
+def decode_roofline(model, tokens: list[int], timesteps: int | None) -> dict:
+    """The host's decode limit for ``model`` (edgespike.profile): measured bandwidth and peak over
+    the bytes and ops per token of the ternary model (2-bit weights, read once per token)."""
+    from edgespike.profile.counting import count
+    from edgespike.profile.estimate import latency
+    from edgespike.profile.targets import measure_host
+
+    host = measure_host()
+    limit = latency(count(model, tokens[:8], timesteps), host)
+    return {**limit, "bandwidth_bytes_per_s": host.bandwidth_bytes_per_s, "cache_bandwidth_bytes_per_s": host.cache_bandwidth_bytes_per_s,
+            "peak_ops_per_s": host.peak_ops_per_s, "note": "an estimate: measured host peak and bandwidth over the ternary "
+            "model's bytes and ops per token (layer-major: weights read once per token)"}  # fmt: skip
 
 
 def _label(path: str, manifest: dict, manifests: dict) -> str:

@@ -536,15 +536,22 @@ def bench_command(
     if json_file:
         json_file.write_text(json.dumps(report, indent=2) + "\n")
     host = report["host"]
-    table = Table("runtime", "p50 ms", "p90 ms", "p99 ms", "tok/s", "vs eager", "load s", "prompt s", "peak MB", "size MB",
-                  title=f"decode of {report['model']} on {host['cpu']} ({host['cores']} cores)")
+    table = Table("runtime", "p50 ms", "p90 ms", "p99 ms", "tok/s", "vs eager", "of roofline", "load s", "prompt s", "peak MB",
+                  "size MB", title=f"decode of {report['model']} on {host['cpu']} ({host['cores']} cores)")
     for r in report["results"]:
         table.add_row(
             r["name"], f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['tokens_per_s']:.1f}",
-            _fmt(r["speedup_vs_baseline"], ".2f"), f"{r['load_s']:.2f}", f"{r['prompt_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
+            _fmt(r["speedup_vs_baseline"], ".2f"), f"{r['fraction_of_roofline']:.1%}", f"{r['load_s']:.2f}", f"{r['prompt_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
             "—" if r["artifact_bytes"] is None else f"{r['artifact_bytes'] / 1e6:.2f}",
         )
     console.print(table)
+    roof = report["roofline"]
+    console.print(
+        f"[dim]decode roofline (estimated): {roof['roofline_tokens_per_s']:,.0f} tok/s, {roof['bound']}-bound: "
+        f"{roof['bytes_per_token'] / 1e6:.2f} MB/token at {roof['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s measured "
+        f"(cache {roof['cache_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s), peak {roof['peak_ops_per_s'] / 1e9:.0f} GFLOP/s measured[/]",
+        highlight=False,
+    )
 
 
 def main() -> None:

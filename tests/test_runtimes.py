@@ -86,3 +86,7 @@ def test_bench_reports_every_entry_against_eager(onnx_artifact):
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] and row["peak_rss_mb"] > 50
         assert row["tokens_per_s"] > 0
     assert report["host"]["cores"] >= 1 and report["host"]["versions"]["torch"].startswith("2.13")
+    roof = report["roofline"]  # the host's decode limit: no runtime beats it
+    assert roof["bytes_per_token"] > 0 and roof["roofline_tokens_per_s"] > 0
+    assert all(0 < row["fraction_of_roofline"] <= 1 for row in (eager, onnx))
+    assert onnx["fraction_of_roofline"] == pytest.approx(onnx["tokens_per_s"] / roof["roofline_tokens_per_s"])
