@@ -62,7 +62,7 @@ def test_counts_of_a_hand_computable_network():
     assert layer.acs == 4 + 6  # non-zero weights of the active columns: t0 {0, 3}, t1 {0, 1, 3}, 2 each
     assert layer.dense_macs == 2 * 4 * 3 and layer.macs == 2 * 3  # T*B rows; one scale multiply per output
     assert layer.spike_io == 8 and layer.state_bytes == 2 * 4 * 4 and layer.activation_bytes == 8 / 8
-    assert layer.weight_bytes == 12 * 2 / 8 + 4  # 2-bit codes + an fp32 scale
+    assert layer.weight_bytes == layer.spike_weight_bytes == 12 * 2 / 8 + 4  # 2-bit codes + an fp32 scale, spike-fed
     assert blocks["embed"].weight_bytes == 4 * 4  # one fp32 row per token
     assert counts.zero_weights == 4 and counts.weights == 12 and counts.footprint_bits == 16 * 32 + 24 + 32
     nb = counts.neurobench()

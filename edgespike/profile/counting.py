@@ -65,6 +65,7 @@ class BlockCounts:
     spike_input_macs: float = 0.0  # the dense MACs of linears whose input is spikes (what an ANN would do densely)
     spiking_acs: float = 0.0  # the acs driven by spikes (they scale with the firing rate)
     spike_inputs: float = 0.0  # spike values read by linears (T per neuron per token)
+    spike_weight_bytes: float = 0.0  # the part of weight_bytes of linears fed by spikes (a neuromorphic core holds them)
 
     @property
     def spike_rate(self) -> float | None:
@@ -159,12 +160,13 @@ def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, fir
 
     # which linears read spikes: the tensors LIF / spike encoders emit (and views of them), by identity
     spike_tensors: set[int] = set()
+    spike_linears: set[str] = set()  # paths of the linears whose input is spikes
     hooks = []
     for path, module in frozen.named_modules():
         if isinstance(module, (LIF, SpikeEncoder)):
             hooks.append(module.register_forward_hook(partial_spikes(block, path, spike_count, spike_tensors, config.d_model)))
         elif isinstance(module, TernaryLinear):
-            hooks.append(module.register_forward_pre_hook(partial_linear(block, path, module, meta, firing_rate, spike_tensors)))
+            hooks.append(module.register_forward_pre_hook(partial_linear(block, path, module, meta, firing_rate, spike_tensors, spike_linears)))
 
     parameter_names = {id(t): n for n, t in [*frozen.named_parameters(), *frozen.named_buffers()]}
     runs = tokens[:1] if meta else tokens
@@ -207,7 +209,7 @@ def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, fir
         block("").macs += head
 
     counts = Counts(config.family, model.num_parameters(), config.spike.timesteps, n, not meta, firing_rate)
-    _weights(frozen, reads, block, counts, meta)
+    _weights(frozen, reads, block, counts, meta, spike_linears)
     for name, value in frozen.init_state(1).items():
         block(name).state_bytes += 2 * value.numel() * FLOAT_BYTES  # read + write, fp32
     counts.blocks = sorted(blocks.values(), key=lambda b: _order(b.name))
@@ -228,7 +230,7 @@ def partial_spikes(block, path, spike_count, spike_tensors, d_model):
     return hook
 
 
-def partial_linear(block, path, module: TernaryLinear, meta: bool, firing_rate, spike_tensors):
+def partial_linear(block, path, module: TernaryLinear, meta: bool, firing_rate, spike_tensors, spike_linears):
     def hook(_module, inputs):
         x = inputs[0]
         rows = x.numel() // module.in_features
@@ -244,6 +246,7 @@ def partial_linear(block, path, module: TernaryLinear, meta: bool, firing_rate, 
             b.spiking_acs += active * module.out_features * nonzero_weights
             b.spike_input_macs += dense
             b.spike_inputs += x.numel()
+            spike_linears.add(path)
             b.activation_bytes += x.numel() / 8
         else:
             b.acs += dense * nonzero_weights
@@ -259,7 +262,7 @@ def _is_spikes(x: torch.Tensor, spike_tensors: set[int], meta: bool) -> bool:
     return not meta and bool(((x == 0) | (x == 1) | (x == -1)).all())
 
 
-def _weights(frozen, reads: _Reads, block, counts: Counts, meta: bool) -> None:
+def _weights(frozen, reads: _Reads, block, counts: Counts, meta: bool, spike_linears: set[str]) -> None:
     """Bytes read per token and the stored footprint, per parameter as stored."""
     owned = {}
     for path, module in frozen.named_modules():
@@ -276,6 +279,8 @@ def _weights(frozen, reads: _Reads, block, counts: Counts, meta: bool) -> None:
             bits = 8 * FLOAT_BYTES * tensor.numel()
         counts.footprint_bits += bits
         module_path = name.rsplit(".", 1)[0] if "." in name else ""
+        if module_path in spike_linears:
+            block(module_path).spike_weight_bytes += bits / 8
         if name in reads.whole:
             block(module_path).weight_bytes += bits / 8
         elif name in reads.rows:

@@ -7,6 +7,7 @@ Energy (J per token, estimated), for a target with ``spike_compute``:
                       + the host's work: (acs - spiking_acs) adds and macs at the host rates
     dense   compute = dense_macs * mac_j (an NPU multiplies every input, spikes included)
     memory  = weight_bytes, state_bytes, activation_bytes, each at the tier holding its working set
+              (synop: less the spiking linears' weights and the membranes, which the cores hold)
     spikes  = spikes * spike_j (moved over a fabric)      static = static_power_w * latency
 
 Latency (s per token, estimated): a roofline, max(ops / peak_ops, bytes / bandwidth); the host
@@ -46,9 +47,14 @@ def energy(counts: Counts, target: Target, latency_s: float | None, whole: Count
     breakdown = {"compute": compute, "memory": 0.0, "spike_traffic": t("spikes") * target.spike_j, "static": 0.0}
     if target.memory:
         sets = (whole or counts).total
+        weights, state, on_chip = t("weight_bytes"), t("state_bytes"), 0.0
+        if target.spike_compute == "synop":  # the cores hold the spiking linears and their membranes (in the synop energy)
+            weights -= t("spike_weight_bytes")
+            state = max(state - 2 * FLOAT_BYTES * t("neuron_updates") / counts.timesteps, 0.0)
+            on_chip = sets("spike_weight_bytes")
         breakdown["memory"] = (
-            t("weight_bytes") * target.byte_j(sets("weight_bytes"))
-            + t("state_bytes") * target.byte_j(sets("state_bytes") / 2)
+            weights * target.byte_j(sets("weight_bytes") - on_chip)
+            + state * target.byte_j(sets("state_bytes") / 2)
             + t("activation_bytes") * target.byte_j(sets("activation_bytes"))
         )
     if target.static_power_w and latency_s:
