@@ -10,14 +10,19 @@ from edgespike.errors import EdgespikeError
 PARTS = ("compute", "memory", "spike_traffic", "static")
 
 
-def plot_profile(report: dict, path: Path) -> None:
+def _pyplot():
     try:
         import matplotlib
 
-        matplotlib.use("Agg")
+        matplotlib.use("Agg")  # files only, no display
         import matplotlib.pyplot as plt
     except ImportError:
         raise EdgespikeError("--plot needs matplotlib: pip install 'edgespike[plot]'") from None
+    return plt
+
+
+def plot_profile(report: dict, path: Path) -> None:
+    plt = _pyplot()
     layers = [row for row in report["layers"] if row["spike_rate"] is not None]
     targets = {name: t for name, t in report["targets"].items() if t["energy_breakdown_j"] is not None}
     figure, (rates, energies) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -46,13 +51,7 @@ def plot_profile(report: dict, path: Path) -> None:
 
 
 def plot_sweep(result: dict, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EdgespikeError("--plot needs matplotlib: pip install 'edgespike[plot]'") from None
+    plt = _pyplot()
     key, rows = result["sweep"], result["rows"]
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name in rows[0]["targets"]:
