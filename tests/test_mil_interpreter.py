@@ -158,3 +158,15 @@ def test_damaged_package_fails_the_artifact_checksum(pulse_fp32_artifact, tmp_pa
         program.write_bytes(program.read_bytes()[:-8] + b"\x00" * 8)
     with pytest.raises(EdgespikeError, match="missing; re-export" if damage == "missing" else "does not match its sha256"):
         load(copy)
+
+
+def test_interpreter_check_against_another_session_from_the_same_state(pulse_fp32_artifact):
+    """The macOS check (validation's ``mil_interpreter`` record) compares the interpreter with Core
+    ML step by step from eager's state; here a second interpreter session stands in for Core ML."""
+    from edgespike.runtimes.coreml import MILInterpreterSession
+    from edgespike.validate import _interpreter_against
+
+    model, path = pulse_fp32_artifact
+    manifest = load(path).manifest
+    record = _interpreter_against(MILInterpreterSession(path, manifest), path, manifest, model, [3, 17, 99, 5])
+    assert record == {"against": "mil-interpreter", "max_abs_logit_diff": 0.0, "top1_agreement": 1.0}
