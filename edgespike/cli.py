@@ -415,7 +415,7 @@ def profile_command(
     tokens: int = typer.Option(128, help="Tokens decoded one at a time for the counts."),
     firing_rate: Optional[float] = typer.Option(None, help="Assume this spike rate and build the model on the meta device (no weights)."),
     timesteps: Optional[int] = typer.Option(None, help="Unroll over T timesteps (default: the model's)."),
-    sweep_spec: Optional[str] = typer.Option(None, "--sweep", help="KEY=V1,V2,...: timesteps (perplexity vs energy) or firing_rate."),
+    sweep_spec: Optional[str] = typer.Option(None, "--sweep", help="KEY=V1,V2,...: timesteps or coding (perplexity vs energy), or firing_rate."),
     layers: bool = typer.Option(False, "--layers", help="Also print the per-layer table."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the full report (with every constant's source) here."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG: spike rate per layer, energy breakdown per target."),
@@ -433,13 +433,15 @@ def profile_command(
     with console.status("profiling"):
         if sweep_spec:
             key, _, values = sweep_spec.partition("=")
-            try:
-                numbers = [float(v) for v in values.split(",") if v.strip()]
-            except ValueError:
-                raise EdgespikeError(f"--sweep {sweep_spec!r}: values must be numbers, e.g. timesteps=1,2,4,8") from None
-            if not numbers:
+            key, values = key.strip(), [v.strip() for v in values.split(",") if v.strip()]
+            if not values:
                 raise EdgespikeError(f"--sweep {sweep_spec!r}: give KEY=V1,V2,... e.g. timesteps=1,2,4,8")
-            result = sweep(model, options, key.strip(), numbers)
+            if key != "coding":
+                try:
+                    values = [float(v) for v in values]
+                except ValueError:
+                    raise EdgespikeError(f"--sweep {sweep_spec!r}: {key} values must be numbers, e.g. timesteps=1,2,4,8") from None
+            result = sweep(model, options, key, values)
         else:
             result = profile(model, options)
     if json_file:
@@ -509,7 +511,7 @@ def _print_sweep(result: dict) -> None:
             t = row["targets"][n]
             cells.append(f"{_fmt(t['energy_per_token_j'] and t['energy_per_token_j'] * 1e6, '.3g')} / "
                          f"{_fmt(t['latency_per_token_s'] and t['latency_per_token_s'] * 1e3, '.3g')}")
-        table.add_row(f"{row[key]:g}", _fmt(row["firing_rate"], ".3f"), _fmt(row["perplexity"], ".1f"), *cells)
+        table.add_row(str(row[key]), _fmt(row["firing_rate"], ".3f"), _fmt(row["perplexity"], ".1f"), *cells)
     console.print(table)
 
 

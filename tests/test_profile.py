@@ -162,3 +162,12 @@ def test_full_size_preset_without_a_firing_rate_is_refused():
 def test_firing_rate_sweep_needs_the_meta_device():
     with pytest.raises(EdgespikeError, match="firing_rate sweep needs a meta-device model"):
         sweep("pulse:tiny", ProfileOptions(), "firing_rate", [0.1])
+
+
+def test_coding_sweep_on_spikingbrain():
+    result = sweep("spikingbrain:tiny", ProfileOptions(targets=["cmos45"], tokens=8), "coding", ["binary", "ternary"])
+    rows = {row["coding"]: row for row in result["rows"]}
+    assert set(rows) == {"binary", "ternary"} and all(row["perplexity"] > 1 for row in rows.values())
+    assert rows["binary"]["firing_rate"] != rows["ternary"]["firing_rate"]
+    with pytest.raises(EdgespikeError, match="the pulse family has no spike coding to change"):
+        sweep("pulse:tiny", ProfileOptions(), "coding", ["binary"])

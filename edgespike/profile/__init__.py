@@ -5,8 +5,8 @@
                                          (``targets``) estimated energy with its breakdown, roofline
                                          latency, the ANN / quantized-ANN comparison and the
                                          break-even firing rate (``estimate``)
-    sweep(spec, options, key, values) -> the same per value of timesteps (with perplexity on the
-                                         text) or firing_rate (meta-device models)
+    sweep(spec, options, key, values) -> the same per value of timesteps or coding (with
+                                         perplexity on the text) or firing_rate (meta-device models)
 
 Spike rates are measured on real text (held-out corpus or a file); full-size presets run on the
 meta device with an assumed ``firing_rate``. Every energy and latency is an estimate whose
@@ -30,7 +30,7 @@ from edgespike.profile.estimate import ann_equivalents, break_even_rate, energy,
 from edgespike.profile.targets import Target, load_target
 
 MAX_REAL_PARAMETERS = 200_000_000  # above this a FAMILY:PRESET is profiled on the meta device (pass --firing-rate)
-SWEEPS = ("timesteps", "firing_rate")
+SWEEPS = ("timesteps", "firing_rate", "coding")
 
 
 @dataclass
@@ -41,6 +41,7 @@ class ProfileOptions:
     tokens: int = 128  # tokens decoded one at a time for the counts
     firing_rate: float | None = None  # assumed rate: the model is built on the meta device
     timesteps: int | None = None  # None: the model's (or the artifact's)
+    coding: str | None = None  # W8ASpike spike coding (spikingbrain); None: the model's
 
 
 def resolve(spec: str, options: ProfileOptions) -> tuple[torch.nn.Module, dict]:
@@ -66,7 +67,19 @@ def resolve(spec: str, options: ProfileOptions) -> tuple[torch.nn.Module, dict]:
         size = models.build(config, device="meta").num_parameters()
         if size > MAX_REAL_PARAMETERS:
             raise EdgespikeError(f"{spec} has {size / 1e9:.1f}B parameters; pass --firing-rate R to profile it on the meta device")
-    return models.load(spec).eval(), about
+    return with_coding(models.load(spec).eval(), options.coding), about
+
+
+def with_coding(model, coding: str | None):
+    """``model`` with its spike coding changed (the same weights), for families that have one."""
+    if coding is None or coding == getattr(model.config, "coding", None):
+        return model
+    if not hasattr(model.config, "coding"):
+        raise EdgespikeError(f"the {model.config.family} family has no spike coding to change (spikingbrain's W8ASpike has)")
+    rebuilt = models.build(model.config.replace(coding=coding))
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.tokenizer = model.tokenizer
+    return rebuilt.eval()
 
 
 def text_tokens(model, options: ProfileOptions) -> tuple[list[int], str]:
@@ -145,7 +158,7 @@ def estimate_target(counts: Counts, target: Target) -> dict:
 
 
 def sweep(spec: str, options: ProfileOptions, key: str, values: list[float]) -> dict:
-    """One row per value: perplexity on the text (timesteps), energy and latency per target."""
+    """One row per value: perplexity on the text (real weights), energy and latency per target."""
     from edgespike.capture import with_timesteps
     from edgespike.train import perplexity
 
@@ -153,15 +166,16 @@ def sweep(spec: str, options: ProfileOptions, key: str, values: list[float]) -> 
         raise EdgespikeError(f"cannot sweep {key!r}; sweep one of {', '.join(SWEEPS)} (e.g. --sweep timesteps=1,2,4,8)")
     if key == "firing_rate" and options.firing_rate is None:
         raise EdgespikeError("a firing_rate sweep needs a meta-device model: pass --firing-rate too (the rates are assumed)")
+    cast = {"timesteps": int, "firing_rate": float, "coding": str}[key]
     rows = []
     for value in values:
-        run = dataclasses.replace(options, **{key: int(value) if key == "timesteps" else float(value)})
+        run = dataclasses.replace(options, **{key: cast(value)})
         result = profile(spec, run)
-        row = {key: value, "firing_rate": result["spikes"]["firing_rate"], "perplexity": None}
-        if key == "timesteps" and result["spikes"]["measured"]:
+        row = {key: cast(value), "firing_rate": result["spikes"]["firing_rate"], "perplexity": None}
+        if result["spikes"]["measured"]:
             model, _ = resolve(spec, dataclasses.replace(run))
             ids, _ = text_tokens(model, dataclasses.replace(run, tokens=max(run.tokens, 1024)))
-            unrolled = with_timesteps(model, int(value)).eval()
+            unrolled = with_timesteps(model, run.timesteps).eval()
             row["perplexity"] = perplexity(unrolled, torch.tensor(ids), seq_len=min(64, len(ids) - 1))
         row["targets"] = {name: {"energy_per_token_j": t["energy_per_token_j"], "latency_per_token_s": t["latency_per_token_s"]}
                           for name, t in result["targets"].items()}
