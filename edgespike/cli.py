@@ -7,6 +7,7 @@ Every command that takes a model accepts a model dir, ``demo`` (the bundled mode
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -172,6 +173,36 @@ def train_command(
     for name, rate in report["spike_rates"].items():
         table.add_row(name, f"{rate:.3f}")
     console.print(table)
+
+
+@app.command("import")
+def import_command(
+    source: str = typer.Argument(..., help="Checkpoint layout: slms-pulse (a torch-saved SLMS Pulse state_dict)."),
+    checkpoint: Path = typer.Argument(..., help="The published checkpoint (e.g. pulse_1b_gsm8k.bin)."),
+    out: Path = typer.Option(..., help="Model dir to write (config.json, model.safetensors, tokenizer.json)."),
+    preset: Optional[str] = typer.Option(None, help="The family preset the checkpoint was built with (e.g. pulse-1b)."),
+    config: Optional[Path] = typer.Option(None, help="ARCH.json: the publisher's constructor arguments, instead of --preset."),
+    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer.json to carry in (a tokenizer_config.json beside it comes too)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing model dir."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Import a published checkpoint into an edgespike model dir: nothing unpickled beyond plain tensors, every key and shape checked."""
+    from edgespike.importers import ImportOptions, import_checkpoint
+    from edgespike.models.format import read_config
+
+    options = ImportOptions(out=out, preset=preset, config=config, tokenizer=tokenizer, force=force)
+    started = time.perf_counter()
+    with console.status(f"importing {checkpoint} ({source})", spinner="dots") if not json_out else contextlib.nullcontext():
+        directory = import_checkpoint(source, checkpoint, options)
+    imported = read_config(directory)
+    result = {"model_dir": str(directory), "family": imported.family, "config": imported.to_dict(),
+              "seconds": round(time.perf_counter() - started, 2), "notes": options.notes}
+    if json_out:
+        print(json.dumps(result, indent=2))
+        return
+    for note in options.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"imported {checkpoint} as {imported.family} into {directory} in {result['seconds']:.1f}s", highlight=False)
 
 
 @app.command("generate")

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from edgespike.errors import EdgespikeError
 
-RESETS = ("subtract", "zero")
+RESETS = ("subtract", "zero", "none")
 CODINGS = ("binary", "ternary", "bitwise")
 WEIGHT_MODES = ("float", "ternary")
 
@@ -26,7 +26,9 @@ class SpikeConfig:
     """Leaky integrate-and-fire dynamics, unrolled over ``timesteps`` per token.
 
     v[t] = beta * v[t-1] + I[t];  s[t] = H(v[t] - threshold);  then reset:
-    "subtract": v[t] -= s[t] * threshold,  "zero": v[t] *= 1 - s[t].
+    "subtract": v[t] -= s[t] * threshold,  "zero": v[t] *= 1 - s[t],  "none": no reset.
+    ``delayed_reset`` applies the reset one step later (snntorch's Leaky), ``strict`` fires on
+    ``>`` instead of ``>=`` (snntorch); ``edgespike.ops.lif`` gives both laws exactly.
     """
 
     timesteps: int = 4  # T, timesteps per token
@@ -34,6 +36,8 @@ class SpikeConfig:
     threshold: float = 1.0  # firing threshold, > 0
     reset: str = "subtract"  # one of RESETS
     surrogate_slope: float = 5.0  # k of the fast-sigmoid surrogate 1 / (1 + k|v - thr|)^2
+    delayed_reset: bool = False  # True: snntorch's reset_delay (the reset lands one step after the spike)
+    strict: bool = False  # True: fire when v > threshold (snntorch), False: v >= threshold
 
     def __post_init__(self):
         if not isinstance(self.timesteps, int) or not 1 <= self.timesteps <= 64:
@@ -44,6 +48,9 @@ class SpikeConfig:
             raise ConfigError(f"spike.threshold must be > 0, got {self.threshold}")
         if self.reset not in RESETS:
             raise ConfigError(f"spike.reset must be one of {RESETS}, got {self.reset!r}")
+        for name in ("delayed_reset", "strict"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"spike.{name} must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclass

@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.pte"
 
 
-def _lif(current, v0, beta, threshold, reset, slope=5.0):
-    return lif_reference(current, v0, beta, threshold, reset)
+def _lif(current, v0, beta, threshold, graded, reset, delayed_reset=False, strict=False, slope=5.0):
+    return lif_reference(current, v0, beta, threshold, graded, reset, delayed_reset, strict)
 
 
 def _spike_linear(spikes, codes, scale):

@@ -31,16 +31,24 @@ def save(model: SpikingLM, directory: str | Path, tokenizer=None) -> Path:
     """Write ``model`` (and its tokenizer) to ``directory``, replacing what was there."""
     if any(isinstance(m, TernaryLinear) and m.mode == "frozen" for m in model.modules()):
         raise EdgespikeError("cannot save a frozen (ternarized) model: save it before edgespike.quant.ternarize()")
-    directory = Path(directory)
     tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+    tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    return write_dir(directory, model.config.to_dict(), tensors, tokenizer)
+
+
+def write_dir(directory: str | Path, config: dict, tensors: dict[str, torch.Tensor], tokenizer=None,
+              extra_files: dict[str, bytes] | None = None) -> Path:
+    """A model dir from its parts, written to a staging dir and renamed into place."""
+    directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        (staging / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-        tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
-        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "family": model.family})
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "family": config["family"]})
         if tokenizer is not None:
             tokenizer.save(str(staging / TOKENIZER_FILE))
+        for name, data in (extra_files or {}).items():
+            (staging / name).write_bytes(data)
         _replace_dir(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -107,7 +115,7 @@ def load_dir(directory: str | Path) -> SpikingLM:
     model.load_state_dict(tensors)
     tokenizer_path = directory / TOKENIZER_FILE
     if tokenizer_path.is_file():
-        model.tokenizer = _load_tokenizer(tokenizer_path, config.vocab_size)
+        model.tokenizer = load_tokenizer(tokenizer_path, config.vocab_size)
     return model
 
 
@@ -128,7 +136,7 @@ def _check_tensors(model: SpikingLM, tensors: dict[str, torch.Tensor], path: Pat
             raise EdgespikeError(f"{path}: tensor {name!r} holds NaN or infinite values; retrain or restore the checkpoint")
 
 
-def _load_tokenizer(path: Path, vocab_size: int):
+def load_tokenizer(path: Path, vocab_size: int):
     from tokenizers import Tokenizer
 
     try:

@@ -1,6 +1,6 @@
 """Modules built on the edgespike ops, shared by the model families."""
 
-from edgespike.nn.attention import alibi_slopes, empty_cache, windowed_attention
+from edgespike.nn.attention import alibi_slopes, causal_cache_attention, empty_cache, windowed_attention
 from edgespike.nn.spiking import LIF, SpikeEncoder, mean_over_time, repeat_over_time
 from edgespike.nn.norm import RMSNorm
 from edgespike.nn.ternary_linear import TernaryLinear
@@ -11,6 +11,7 @@ __all__ = [
     "SpikeEncoder",
     "TernaryLinear",
     "alibi_slopes",
+    "causal_cache_attention",
     "empty_cache",
     "mean_over_time",
     "repeat_over_time",

@@ -6,6 +6,9 @@ before it. Positions enter only as distances (ALiBi, Press et al. 2022: score -=
 distance), and a slot's distance follows from its index, so the carried state needs no
 absolute position counter: a counter would stop being exact past 2048 in the fp16 states
 Core ML keeps. One code path serves whole sequences (training) and single-token decode.
+
+``causal_cache_attention`` is the other kind: a cache of ``max_seq_len`` slots written at the
+absolute position a decode step is given (RoPE families, whose full-attention layers need it).
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ def alibi_slopes(n_heads: int) -> Tensor:
 
 
 def windowed_attention(
-    q: Tensor, k: Tensor, v: Tensor, cache: dict[str, Tensor], slopes: Tensor
+    q: Tensor, k: Tensor, v: Tensor, cache: dict[str, Tensor], slopes: Tensor | None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """q[B, H, S, hd], k/v[B, Hkv, S, hd], cache {k, v: [B, Hkv, W, hd], valid: [B, W]}
-    -> (out[B, H, S, hd], new cache)."""
+    -> (out[B, H, S, hd], new cache). ``slopes`` None: no ALiBi (positions already in q, k)."""
     batch, n_heads, seq, head_dim = q.shape
     window = cache["k"].shape[2]
     keys = torch.cat([cache["k"], k], dim=2)  # [B, Hkv, W+S, hd]
@@ -43,9 +46,32 @@ def windowed_attention(
 
     group = n_heads // keys.shape[1]
     scores = q @ keys.repeat_interleave(group, dim=1).transpose(-1, -2) / math.sqrt(head_dim)  # [B, H, S, W+S]
-    scores = scores - slopes.to(q.dtype)[None, :, None, None] * distance + (1.0 - allowed) * MASKED
-    out = torch.softmax(scores, dim=-1) @ values.repeat_interleave(group, dim=1)
+    if slopes is not None:
+        scores = scores - slopes.to(q.dtype)[None, :, None, None] * distance
+    out = torch.softmax(scores + (1.0 - allowed) * MASKED, dim=-1) @ values.repeat_interleave(group, dim=1)
     return out, {"k": keys[:, :, -window:], "v": values[:, :, -window:], "valid": valid[:, -window:]}
+
+
+def causal_cache_attention(
+    q: Tensor, k: Tensor, v: Tensor, cache: dict[str, Tensor], positions: Tensor
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Full causal attention over a fixed-size cache indexed by absolute position.
+
+    q[B, H, S, hd], k/v[B, Hkv, S, hd] of the tokens at ``positions`` [B, S];
+    cache {k, v: [B, Hkv, N, hd]} holds positions 0..N-1 -> (out[B, H, S, hd], new cache).
+    The new keys are written into their slots with one-hot products (no scatter: every target
+    lowers them), and a query at position p sees the slots 0..p."""
+    capacity = cache["k"].shape[2]
+    slots = torch.arange(capacity, device=q.device)
+    onehot = (positions[:, :, None] == slots[None, None, :]).to(q.dtype)[:, None]  # [B, 1, S, N]
+    written = onehot.sum(dim=2).unsqueeze(-1)  # [B, 1, N, 1]
+    keys = cache["k"] * (1.0 - written) + onehot.transpose(-1, -2) @ k  # [B, Hkv, N, hd]
+    values = cache["v"] * (1.0 - written) + onehot.transpose(-1, -2) @ v
+    allowed = (slots[None, None, :] <= positions[:, :, None]).to(q.dtype)[:, None]  # [B, 1, S, N]
+    group = q.shape[1] // keys.shape[1]
+    scores = q @ keys.repeat_interleave(group, dim=1).transpose(-1, -2) / math.sqrt(q.shape[-1])
+    out = torch.softmax(scores + (1.0 - allowed) * MASKED, dim=-1) @ values.repeat_interleave(group, dim=1)
+    return out, {"k": keys, "v": values}
 
 
 def empty_cache(batch: int, n_kv_heads: int, window: int, head_dim: int, like: Tensor) -> dict[str, Tensor]:

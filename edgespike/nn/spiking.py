@@ -33,18 +33,33 @@ def mean_over_time(x: Tensor, timesteps: int) -> Tensor:
 
 class LIF(nn.Module):
     """A population of LIF neurons (``edgespike::lif``); forward(current[N, B, d], v0[B, d])
-    -> (spikes[N, B, d], v[B, d]) for N timesteps. Spike statistics hooks attach here."""
+    -> (spikes[N, B, d], v[B, d]) for N timesteps. Spike statistics hooks attach here.
 
-    def __init__(self, spike: SpikeConfig):
+    ``beta``, ``threshold`` and ``graded_spikes_factor`` are tensors (a scalar, or one per
+    neuron), named as snntorch names them; ``persistent`` puts them in the state_dict (a model
+    whose checkpoint carries them), else they follow the config; ``learn_beta`` makes beta a
+    parameter, as snntorch's ``learn_beta=True`` does."""
+
+    def __init__(self, spike: SpikeConfig, persistent: bool = False, learn_beta: bool = False):
         super().__init__()
-        self.beta, self.threshold, self.reset = spike.beta, spike.threshold, spike.reset
+        self.reset, self.delayed_reset, self.strict = spike.reset, spike.delayed_reset, spike.strict
         self.slope = spike.surrogate_slope
+        beta = torch.tensor(float(spike.beta))
+        if learn_beta:
+            self.beta = nn.Parameter(beta)
+        else:
+            self.register_buffer("beta", beta, persistent=persistent)
+        self.register_buffer("threshold", torch.tensor(float(spike.threshold)), persistent=persistent)
+        self.register_buffer("graded_spikes_factor", torch.tensor(1.0), persistent=persistent)
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, threshold={self.threshold}, reset={self.reset}"
+        return f"reset={self.reset}, delayed_reset={self.delayed_reset}, strict={self.strict}"
 
     def forward(self, current: Tensor, v0: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.ops.edgespike.lif(current, v0, self.beta, self.threshold, self.reset, self.slope)
+        return torch.ops.edgespike.lif(
+            current, v0, self.beta, self.threshold, self.graded_spikes_factor,
+            self.reset, self.delayed_reset, self.strict, self.slope,
+        )
 
 
 class SpikeEncoder(nn.Module):
