@@ -1,8 +1,8 @@
 """From a SpikingLM to one decode step as a static graph (DESIGN.md, "DecodeStep").
 
-    decode_step(model, timesteps)   -> DecodeStep: tokens[B, 1] -> logits[B, V]; the carried
-                                       state lives in buffers that forward mutates in place;
-                                       weights ternarized (int8 codes + scale)
+    decode_step(model, timesteps)   -> DecodeStep: tokens[B, 1] (+ position[B]) -> logits[B, V];
+                                       the carried state lives in buffers that forward mutates
+                                       in place; weights ternarized (int8 codes + scale)
     export_step(step)               -> torch.export ExportedProgram, the IR every exporter reads
 
 State names: the model's dotted names ("layers.0.kv.k") are the public ones (manifests,
@@ -11,6 +11,12 @@ name with dots as "__". Core ML names its states after the buffers.
 
 Every state starts at zero: Core ML's ``makeState()``, the ONNX sessions and the iOS app
 zero-fill it, so a model whose ``init_state`` is not all zeros is refused here.
+
+Positions: a model whose state holds ``position`` (the absolute position of the next token,
+RoPE families) gets it as a second input, ``position`` int [B], on every target; the caller
+counts tokens (0, 1, 2, ... from a reset) and the runtimes stop at the manifest's
+``max_seq_len``. An input, not a state, because Core ML keeps states in fp16, where a
+counter stops being exact past 2048. ALiBi families have no such input.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from edgespike.errors import EdgespikeError
-from edgespike.models.base import SpikingLM
+from edgespike.models.base import POSITION, SpikingLM
 from edgespike.models.registry import build
 from edgespike.nn import LIF
 from edgespike.quant.ternary import ternarize
@@ -59,12 +65,16 @@ class DecodeStep(nn.Module):
                 f"state {nonzero[0]!r} of {model.config.family} does not start at zero; runtimes zero-fill the carried "
                 "state (Core ML makeState()), so init_state must return zeros (encode 'empty' differently)"
             )
-        self.specs = [StateSpec(name, buffer_name(name), tuple(value.shape)) for name, value in initial.items()]
+        self.positional = POSITION in initial
+        self.position = 0  # the next token's position, for ``advance``
+        self.specs = [
+            StateSpec(name, buffer_name(name), tuple(value.shape)) for name, value in initial.items() if name != POSITION
+        ]
         # spike_rates: also return [B, P], per LIF call the fraction of neurons x timesteps that
         # fired for this token (spike_populations() names the P calls)
         self.spike_rates = False
-        for spec, value in zip(self.specs, initial.values()):
-            self.register_buffer(spec.buffer, value.clone())
+        for spec in self.specs:
+            self.register_buffer(spec.buffer, initial[spec.name].clone())
 
     @torch.no_grad()
     def spike_populations(self) -> list[str]:
@@ -73,8 +83,20 @@ class DecodeStep(nn.Module):
         for name, module in probe.model.named_modules():
             if isinstance(module, LIF):
                 module.register_forward_hook(lambda _m, _i, _o, name=name: names.append(name))
-        probe(torch.zeros(self.batch, 1, dtype=torch.long))
+        probe(*probe.example_inputs())
         return names
+
+    def example_inputs(self, token: int = 0, position: int = 0) -> tuple[Tensor, ...]:
+        """The forward inputs of one token: (tokens[B, 1],) or (tokens, position[B])."""
+        tokens = torch.full((self.batch, 1), token, dtype=torch.long)
+        return (tokens, torch.full((self.batch,), position, dtype=torch.long)) if self.positional else (tokens,)
+
+    @torch.no_grad()
+    def advance(self, token: int) -> Tensor:
+        """Run ``token`` at this step's own position counter (eager sessions): logits[B, V]."""
+        logits = self(*self.example_inputs(token, self.position))
+        self.position += 1
+        return logits
 
     def state(self) -> dict[str, Tensor]:
         return {spec.name: getattr(self, spec.buffer) for spec in self.specs}
@@ -83,16 +105,22 @@ class DecodeStep(nn.Module):
     def reset(self) -> None:
         for spec in self.specs:
             getattr(self, spec.buffer).zero_()
+        self.position = 0
 
-    def forward(self, tokens: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, tokens: Tensor, position: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         rates: list[Tensor] = []  # [B] per LIF call
         hooks = [
             module.register_forward_hook(lambda _m, _i, out: rates.append(out[0].transpose(0, 1).flatten(1).mean(dim=1)))
             for module in self.model.modules()
             if self.spike_rates and isinstance(module, LIF)
         ]
+        state = self.state()
+        if self.positional:
+            if position is None:
+                raise EdgespikeError(f"{self.model.config.family}'s decode step takes the token's position as a second input")
+            state[POSITION] = position
         try:
-            logits, new_state = self.model(tokens, self.state())
+            logits, new_state = self.model(tokens, state)
         finally:
             for hook in hooks:
                 hook.remove()
@@ -126,10 +154,9 @@ def decode_step(model: SpikingLM, timesteps: int | None = None, batch: int = 1) 
 
 
 def export_step(step: DecodeStep) -> torch.export.ExportedProgram:
-    """torch.export of the decode step at tokens[B, 1], under no_grad (ExecuTorch needs it)."""
-    example = (torch.zeros(step.batch, 1, dtype=torch.long),)
+    """torch.export of the decode step at tokens[B, 1] (+ position[B]), under no_grad (ExecuTorch needs it)."""
     with torch.no_grad():
-        return torch.export.export(step, example, strict=False)
+        return torch.export.export(step, step.example_inputs(), strict=False)
 
 
 # Besides edgespike's own modules, the standard layers every exporter lowers.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgespike.capture import DecodeStep, export_step
+from edgespike.capture import POSITION, DecodeStep, export_step
 from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
 
 log = logging.getLogger(__name__)
@@ -39,19 +39,36 @@ def _register_composites() -> None:
 
     @register_torch_op(torch_alias=["edgespike::lif"])
     def edgespike_lif(context, node):
-        current, v0, beta, threshold, reset = _get_inputs(context, node, min_expected=5)[:5]
-        beta, threshold, reset = float(_value(beta)), float(_value(threshold)), str(_value(reset))
+        """The op unrolled over T (``edgespike.ops.lif``'s two laws, op for op as eager computes them)."""
+        inputs = _get_inputs(context, node, min_expected=6)
+        current, v0, reset = inputs[0], inputs[1], str(_value(inputs[5]))
+        delayed, strict = (bool(_value(inputs[i])) if len(inputs) > i else False for i in (6, 7))
+        dtype = _np_dtype(current)
+        beta = np.clip(_const(inputs[2], "beta", node), 0.0, 1.0).astype(dtype)
+        threshold, graded = (_const(inputs[i], name, node).astype(dtype) for i, name in ((3, "threshold"), (4, "graded")))
+
+        def fire(x):
+            return mb.cast(x=(mb.greater if strict else mb.greater_equal)(x=x, y=threshold), dtype=_dtype_name(x))
+
+        fired = fire(v0) if delayed else None  # delayed: r[t] = H(v[t-1]), the previous step's H
         v, spikes = v0, []
         for t in range(current.shape[0]):
             step_current = mb.squeeze(x=mb.slice_by_index(x=current, begin=[t] + [0] * (current.rank - 1),
                                                           end=[t + 1] + list(current.shape[1:])), axes=[0])
-            v = mb.add(x=mb.mul(x=v, y=np.float32(beta)), y=step_current)
-            fired = mb.cast(x=mb.greater_equal(x=v, y=np.float32(threshold)), dtype=_dtype_name(v))
-            if reset == "subtract":
-                v = mb.sub(x=v, y=mb.mul(x=fired, y=np.float32(threshold)))
+            if delayed:
+                kept = mb.mul(x=v, y=mb.sub(x=dtype(1.0), y=fired)) if reset == "zero" else v
+                v = mb.add(x=mb.mul(x=beta, y=kept), y=step_current)
+                if reset == "subtract":
+                    v = mb.sub(x=v, y=mb.mul(x=fired, y=threshold))
+                fired = fire(v)
             else:
-                v = mb.mul(x=v, y=mb.sub(x=np.float32(1.0), y=fired))
-            spikes.append(fired)
+                v = mb.add(x=mb.mul(x=beta, y=v), y=step_current)
+                fired = fire(v)
+                if reset == "subtract":
+                    v = mb.sub(x=v, y=mb.mul(x=fired, y=threshold))
+                elif reset == "zero":
+                    v = mb.mul(x=v, y=mb.sub(x=dtype(1.0), y=fired))
+            spikes.append(fired if np.all(graded == 1) else mb.mul(x=fired, y=graded))
         all_spikes = mb.stack(values=spikes, axis=0, name=node.name + SPIKES_SUFFIX)
         context.add((all_spikes, v), torch_name=node.name)
 
@@ -87,6 +104,13 @@ def _register_composites() -> None:
 def _value(arg):
     """A scalar argument's Python value (the EXIR frontend passes strings unwrapped)."""
     return arg.val if hasattr(arg, "val") else arg
+
+
+def _const(var, name: str, node) -> np.ndarray:
+    """A LIF parameter's constant value (a tensor known at conversion: buffer or frozen parameter)."""
+    if getattr(var, "val", None) is None:
+        raise ValueError(f"coreml: {name} of LIF {node.name} must be a constant tensor known at conversion, got a computed value")
+    return np.asarray(var.val)
 
 
 def _dtype_name(var) -> str:
@@ -126,7 +150,8 @@ class CoreMLExporter:
         ]
         mlmodel = ct.convert(
             program,
-            inputs=[ct.TensorType(name="tokens", shape=(step.batch, 1), dtype=np.int32)],
+            inputs=[ct.TensorType(name="tokens", shape=(step.batch, 1), dtype=np.int32)]
+            + [ct.TensorType(name=POSITION, shape=(step.batch,), dtype=np.int32)] * step.positional,
             outputs=[ct.TensorType(name=name) for name in (("logits", "spike_rates") if populations else ("logits",))],
             states=states,
             minimum_deployment_target=ct.target.iOS18,

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgespike.capture import DecodeStep
+from edgespike.capture import POSITION, DecodeStep
 from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
+from edgespike.ops.lif import RESETS
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,18 @@ MODEL_FILE = "model.onnx"
 
 
 class ExplicitStateStep(nn.Module):
-    """DecodeStep's model with the state as inputs and outputs: (tokens, *state) -> (logits, *next_state)."""
+    """DecodeStep's model with the state as inputs and outputs: (tokens, [position,] *state) -> (logits, *next_state)."""
 
     def __init__(self, step: DecodeStep):
         super().__init__()
-        self.model = step.model
+        self.model, self.positional = step.model, step.positional
         self.names = [spec.name for spec in step.specs]
 
-    def forward(self, tokens, *state):
-        logits, new_state = self.model(tokens, dict(zip(self.names, state)))
+    def forward(self, tokens, *inputs):
+        state = dict(zip(self.names, inputs[self.positional :]))
+        if self.positional:
+            state[POSITION] = inputs[0]
+        logits, new_state = self.model(tokens, state)
         return (logits[:, -1], *(new_state[name] for name in self.names))
 
 
@@ -85,8 +89,9 @@ def _opset():
     return values.Opset(DOMAIN, 1)
 
 
-def _translate_lif(current, v0, beta, threshold, reset, slope=5.0):
-    return _opset().LIF(current, v0, beta=beta, threshold=threshold, reset_to_zero=int(reset == "zero"))
+def _translate_lif(current, v0, beta, threshold, graded, reset, delayed_reset=False, strict=False, slope=5.0):
+    return _opset().LIF(current, v0, beta, threshold, graded, reset=RESETS.index(reset),
+                        delayed_reset=int(delayed_reset), strict=int(strict))
 
 
 def _translate_spike_linear(spikes, codes, scale):
@@ -119,35 +124,72 @@ def _function(name, inputs, outputs, attributes, nodes):
 
 
 def _lif_body():
-    """Scan over T:  u = beta*v + I;  s = u >= thr;  v' = u - s * ((1 - z) * thr + z * u), z = reset_to_zero."""
+    """Both laws of ``edgespike.ops.lif`` in one Scan step, d = delayed_reset, z / s = reset is
+    "zero" / "subtract", H = Greater if strict else GreaterOrEqual, beta clipped to [0, 1]:
+        r = d * H(v);  w = beta * (v - z*r*v) + I - s*r*thr;  h = H(w)
+        v' = w - (1 - d) * h * (z*w + s*thr);  spike = graded * h"""
     from onnx import TensorProto, helper
+
+    mk = helper.make_node
+
+    def fire(x, out):  # out = H(x), as float (onnxruntime's Where takes no bool values)
+        return [
+            mk("Greater", [x, "threshold"], [f"{out}_gt"]),
+            mk("GreaterOrEqual", [x, "threshold"], [f"{out}_ge"]),
+            mk("Cast", [f"{out}_gt"], [f"{out}_gt_f"], to=TensorProto.FLOAT),
+            mk("Cast", [f"{out}_ge"], [f"{out}_ge_f"], to=TensorProto.FLOAT),
+            mk("Where", ["strict", f"{out}_gt_f", f"{out}_ge_f"], [out]),
+        ]
 
     step = helper.make_graph(
         [
-            helper.make_node("Mul", ["beta", "v"], ["decayed"]),
-            helper.make_node("Add", ["decayed", "current_t"], ["u"]),
-            helper.make_node("GreaterOrEqual", ["u", "threshold"], ["fired"]),
-            helper.make_node("Cast", ["fired"], ["s"], to=TensorProto.FLOAT),
-            helper.make_node("Mul", ["zero_mode", "u"], ["zero_part"]),
-            helper.make_node("Mul", ["subtract_mode", "threshold"], ["subtract_part"]),
-            helper.make_node("Add", ["zero_part", "subtract_part"], ["reset_by"]),
-            helper.make_node("Mul", ["s", "reset_by"], ["drop"]),
-            helper.make_node("Sub", ["u", "drop"], ["v_next"]),
+            *fire("v", "h_prev"),
+            mk("Mul", ["delayed", "h_prev"], ["r"]),
+            mk("Mul", ["r", "v"], ["r_v"]),
+            mk("Mul", ["zero_mode", "r_v"], ["zeroed"]),
+            mk("Sub", ["v", "zeroed"], ["kept"]),
+            mk("Mul", ["beta", "kept"], ["decayed"]),
+            mk("Add", ["decayed", "current_t"], ["integrated"]),
+            mk("Mul", ["r", "threshold"], ["r_thr"]),
+            mk("Mul", ["subtract_mode", "r_thr"], ["subtracted"]),
+            mk("Sub", ["integrated", "subtracted"], ["w"]),
+            *fire("w", "h"),
+            mk("Mul", ["zero_mode", "w"], ["zero_part"]),
+            mk("Mul", ["subtract_mode", "threshold"], ["subtract_part"]),
+            mk("Add", ["zero_part", "subtract_part"], ["reset_by"]),
+            mk("Mul", ["h", "reset_by"], ["reset_now"]),
+            mk("Mul", ["immediate", "reset_now"], ["drop"]),
+            mk("Sub", ["w", "drop"], ["v_next"]),
+            mk("Mul", ["graded", "h"], ["s"]),
         ],
         "lif_step",
         [helper.make_tensor_value_info("v", TensorProto.FLOAT, None), helper.make_tensor_value_info("current_t", TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info("v_next", TensorProto.FLOAT, None), helper.make_tensor_value_info("s", TensorProto.FLOAT, None)],
     )
+
+    def flag(name, attr, int_value):  # name = float(attribute == int_value)
+        return [
+            mk("Constant", [], [f"{name}_c"], value_int=int_value),
+            mk("Equal", [attr, f"{name}_c"], [f"{name}_bool"]),
+            mk("Cast", [f"{name}_bool"], [name], to=TensorProto.FLOAT),
+        ]
+
     nodes = [
-        _attr_constant("beta", "beta", "float"),
-        _attr_constant("threshold", "threshold", "float"),
-        _attr_constant("zero_mode_int", "reset_to_zero", "int"),
-        helper.make_node("Cast", ["zero_mode_int"], ["zero_mode"], to=TensorProto.FLOAT),
-        helper.make_node("Constant", [], ["one"], value_float=1.0),
-        helper.make_node("Sub", ["one", "zero_mode"], ["subtract_mode"]),
-        helper.make_node("Scan", ["v0", "current"], ["v", "spikes"], body=step, num_scan_inputs=1),
+        mk("Constant", [], ["zero"], value_float=0.0),
+        mk("Constant", [], ["one"], value_float=1.0),
+        mk("Clip", ["beta_in", "zero", "one"], ["beta"]),
+        _attr_constant("reset_int", "reset", "int"),
+        _attr_constant("delayed_int", "delayed_reset", "int"),
+        _attr_constant("strict_int", "strict", "int"),
+        *flag("subtract_mode", "reset_int", RESETS.index("subtract")),
+        *flag("zero_mode", "reset_int", RESETS.index("zero")),
+        *flag("delayed", "delayed_int", 1),
+        mk("Sub", ["one", "delayed"], ["immediate"]),
+        mk("Cast", ["strict_int"], ["strict"], to=TensorProto.BOOL),
+        mk("Scan", ["v0", "current"], ["v", "spikes"], body=step, num_scan_inputs=1),
     ]
-    return _function("LIF", ["current", "v0"], ["spikes", "v"], ["beta", "threshold", "reset_to_zero"], nodes)
+    return _function("LIF", ["current", "v0", "beta_in", "threshold", "graded"], ["spikes", "v"],
+                     ["reset", "delayed_reset", "strict"], nodes)
 
 
 def _spike_linear_body():
@@ -238,8 +280,9 @@ def _ops() -> list[OnnxOp]:
     ops = torch.ops.edgespike
     float_t = (("T", ("tensor(float)",)),)
     return [
-        OnnxOp("LIF", ops.lif.default, (("current", "T"), ("v0", "T")), (("spikes", "T"), ("v", "T")), float_t,
-               (("beta", "FLOAT"), ("threshold", "FLOAT"), ("reset_to_zero", "INT")), _translate_lif, _lif_body),
+        OnnxOp("LIF", ops.lif.default, (("current", "T"), ("v0", "T"), ("beta", "T"), ("threshold", "T"), ("graded", "T")),
+               (("spikes", "T"), ("v", "T")), float_t, (("reset", "INT"), ("delayed_reset", "INT"), ("strict", "INT")),
+               _translate_lif, _lif_body),
         OnnxOp("SpikeLinear", ops.spike_linear.default, (("spikes", "T"), ("codes", "C"), ("scale", "T")), (("y", "T"),),
                float_t + (("C", ("tensor(int8)", "tensor(float)")),), (), _translate_spike_linear, _spike_linear_body),
         OnnxOp("SpikeEncode", ops.spike_encode.default, (("x", "T"),), (("spikes", "T"),), float_t,
@@ -314,14 +357,14 @@ class OnnxExporter:
         ops = _ops()
         _register_schemas(ops)
         names = [spec.name for spec in step.specs]
-        inputs = (torch.zeros(step.batch, 1, dtype=torch.long), *(v.clone() for v in step.state().values()))
+        inputs = (*step.example_inputs(), *(v.clone() for v in step.state().values()))
         with torch.no_grad():
             program = torch.onnx.export(
                 ExplicitStateStep(step).eval(),
                 inputs,
                 dynamo=True,
                 opset_version=OPSET,
-                input_names=["tokens", *(f"state.{n}" for n in names)],
+                input_names=["tokens", *[POSITION] * step.positional, *(f"state.{n}" for n in names)],
                 output_names=["logits", *(f"next_state.{n}" for n in names)],
                 custom_translation_table={op.torch_op: op.translate for op in ops},
                 optimize=False,  # the optimizer folds Cast(int8 codes) into float weights
@@ -338,6 +381,7 @@ class OnnxExporter:
         log.info("onnx: %d ai.edgespike nodes, %d ternary initializers packed to INT2", len(used), packed)
         io = step_io(step)
         return {
+            **io,
             "opset": OPSET,
             "custom_domain": DOMAIN,
             "inputs": io["inputs"] + [{"name": f"state.{s.name}", "dtype": "float32", "shape": list(s.shape)} for s in step.specs],

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from edgespike.capture import DecodeStep
+from edgespike.capture import POSITION, DecodeStep
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -30,11 +30,16 @@ class Exporter(Protocol):
 
 
 def step_io(step: DecodeStep, token_dtype: str = "int64", logits: str = "logits", logits_dtype: str = "float32") -> dict:
-    """The manifest's ``inputs``/``outputs`` of a decode step: tokens [B, 1] in, logits [B, V] out."""
-    return {
+    """The manifest's ``inputs``/``outputs`` of a decode step: tokens [B, 1] (+ position [B], with
+    ``max_seq_len``) in, logits [B, V] out."""
+    io = {
         "inputs": [{"name": "tokens", "dtype": token_dtype, "shape": [step.batch, 1]}],
         "outputs": [{"name": logits, "dtype": logits_dtype, "shape": [step.batch, step.model.config.vocab_size]}],
     }
+    if step.positional:
+        io["inputs"].append({"name": POSITION, "dtype": token_dtype, "shape": [step.batch]})
+        io["max_seq_len"] = step.model.config.max_seq_len
+    return io
 
 
 EXPORTERS: dict[str, Exporter] = {}

@@ -27,7 +27,7 @@ class EagerSession:
     @torch.no_grad()
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])
-        return self.step_module(torch.tensor([[token]], dtype=torch.long))[0].numpy()
+        return self.step_module.advance(token)[0].numpy()
 
 
 def open_artifact(directory: Path, manifest: dict) -> EagerSession:

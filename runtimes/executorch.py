@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgespike.runtimes.registry import check_token, missing_runtime, register_runtime
+from edgespike.runtimes.registry import check_token, missing_runtime, position_inputs, register_runtime
 
 
 class ExecuTorchSession:
@@ -26,10 +26,14 @@ class ExecuTorchSession:
 
     def reset(self) -> None:
         self.method = self.program.load_method("forward")
+        self.position = 0
 
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])
-        return self.method.execute([torch.tensor([[token]], dtype=torch.long)])[0][0].numpy()
+        inputs = [torch.tensor([[token]], dtype=torch.long)]
+        inputs += [torch.from_numpy(value) for value in position_inputs(self.manifest, self.position).values()]
+        self.position += 1
+        return self.method.execute(inputs)[0][0].numpy()
 
 
 register_runtime("executorch", ExecuTorchSession)

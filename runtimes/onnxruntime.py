@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgespike.runtimes.registry import check_token, missing_runtime, register_runtime
+from edgespike.runtimes.registry import check_token, missing_runtime, position_inputs, register_runtime
 
 
 class OnnxSession:
@@ -30,10 +30,13 @@ class OnnxSession:
 
     def reset(self) -> None:
         self.state = {f"state.{spec['name']}": np.zeros(spec["shape"], np.float32) for spec in self.manifest["states"]}
+        self.position = 0
 
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])
-        outputs = self.session.run(None, {"tokens": np.array([[token]], dtype=np.int64), **self.state})
+        feed = {"tokens": np.array([[token]], dtype=np.int64), **position_inputs(self.manifest, self.position), **self.state}
+        outputs = self.session.run(None, feed)
+        self.position += 1
         n = len(self.names)
         self.state = {f"state.{name}": value for name, value in zip(self.names, outputs[1 : 1 + n])}
         self.last_spikes = outputs[1 + n :]

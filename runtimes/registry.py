@@ -34,5 +34,18 @@ def check_token(token: int, vocab_size: int) -> None:
         raise EdgespikeError(f"token id {token} is outside the vocabulary [0, {vocab_size})")
 
 
+def position_inputs(manifest: dict, position: int) -> dict[str, np.ndarray]:
+    """The ``position`` input of a decode step that takes one (see ``edgespike.capture``), else nothing."""
+    spec = next((spec for spec in manifest["inputs"] if spec["name"] == "position"), None)
+    if spec is None:
+        return {}
+    if position >= manifest["max_seq_len"]:
+        raise EdgespikeError(
+            f"position {position} is past the model's max_seq_len {manifest['max_seq_len']}; "
+            "reset the session (a new sequence) or use a shorter prompt"
+        )
+    return {"position": np.full(spec["shape"], position, dtype=spec["dtype"])}
+
+
 def missing_runtime(name: str, package: str) -> EdgespikeError:
     return EdgespikeError(f"the {name} runtime is not installed; pip install {package} (or 'edgespike[export]')")

@@ -19,6 +19,7 @@ from edgespike.config import ModelConfig
 from edgespike.nn.ternary_linear import TernaryLinear
 
 State = dict[str, Tensor]
+POSITION = "position"  # the state entry of a positional model: each sequence's next absolute position
 
 
 def prefixed(prefix: str, state: State) -> State:

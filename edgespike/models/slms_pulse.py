@@ -43,13 +43,12 @@ from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig, SpikeConfig
 from edgespike.errors import EdgespikeError
-from edgespike.models.base import SpikingLM, State, prefixed, sub_state
+from edgespike.models.base import POSITION, SpikingLM, State, prefixed, sub_state
 from edgespike.models.registry import register_family
 from edgespike.nn import LIF, RMSNorm, causal_cache_attention, empty_cache, windowed_attention
 
 GLOBAL_EVERY = 6  # layer i is global when i % 6 == 5 (layers.py, forward)
 ROPE_DTYPES = ("float32", "bfloat16", "float16")
-POSITION = "position"  # the state entry holding each sequence's next absolute position
 
 
 def published_spike() -> SpikeConfig:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgespike.runtimes.registry import check_token, missing_runtime, register_runtime
+from edgespike.runtimes.registry import check_token, missing_runtime, position_inputs, register_runtime
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class MILInterpreterSession:
 
     def reset(self) -> None:
         self.state = self.program.initial_state()
+        self.position = 0
 
     def set_state(self, values: dict[str, np.ndarray]) -> None:
         """Overwrite the carried state (by the manifest's state names), rounded to the state's dtype."""
@@ -40,7 +41,9 @@ class MILInterpreterSession:
 
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])
-        values = self.program.run({"tokens": np.array([[token]], dtype=np.int32)}, self.state, keep=self.spike_values)
+        inputs = {"tokens": np.array([[token]], dtype=np.int32), **position_inputs(self.manifest, self.position)}
+        values = self.program.run(inputs, self.state, keep=self.spike_values)
+        self.position += 1
         self.last_spikes = [values[name] for name in self.spike_values]
         return np.asarray(values[self.output], dtype=np.float32)[0]
 
@@ -57,6 +60,7 @@ class CoreMLSession:
 
     def reset(self) -> None:
         self.state = self.model.make_state()
+        self.position = 0
 
     def set_state(self, values: dict[str, np.ndarray]) -> None:
         """Overwrite the carried state (by the manifest's state names); Core ML states are fp16."""
@@ -65,7 +69,9 @@ class CoreMLSession:
 
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])
-        out = self.model.predict({"tokens": np.array([[token]], dtype=np.int32)}, state=self.state)
+        inputs = {"tokens": np.array([[token]], dtype=np.int32), **position_inputs(self.manifest, self.position)}
+        out = self.model.predict(inputs, state=self.state)
+        self.position += 1
         return np.asarray(out[self.output], dtype=np.float32)[0]
 
 

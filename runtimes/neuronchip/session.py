@@ -128,7 +128,7 @@ class NeuronChipSession:
         check_token(token, self.manifest["vocab_size"])
         self.last_spikes, self._ledger, self._sim_s = [], Ledger(self.chip), 0.0
         start = time.perf_counter()
-        logits = self.step_module(torch.tensor([[token]], dtype=torch.long))[0].numpy()
+        logits = self.step_module.advance(token)[0].numpy()
         wall = time.perf_counter() - start
         stats = self._ledger.stats()
         summary = self.mapping["summary"]

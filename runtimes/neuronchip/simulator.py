@@ -5,7 +5,9 @@ One chip layer, one timestep (row r), per input spike i that is active (s_i != 0
     acc[j] += codes[j, i] * s_i        for the neurons j of every core of the layer   (synops)
     readout layer:  y = acc * scale + bias   -> back to the host (integer sums over the link)
     LIF layer:      v = v - ((v * decay) >> decay_bits) + (acc << F) + bias_q
-                    s = v >= thr_q;  reset: v -= s * thr_q ("subtract") or v = 0 ("zero")
+                    s = v >= thr_q (v > thr_q when strict);  reset: v -= s * thr_q ("subtract"),
+                    v = 0 ("zero") or none; delayed_reset (edgespike.ops.lif's delayed law): step
+                    t+1 applies step t's reset, zeroing v before the leak or subtracting after it
                     (v, thr_q, bias_q in units of scale / 2^F, saturated to membrane_bits)
 
 Time: within a stage (layers reading the same spikes) cores run in parallel; per timestep
@@ -37,10 +39,13 @@ class LifParams:
     decay_bits: int
     threshold: float
     reset: str
+    delayed_reset: bool = False
+    strict: bool = False
 
     @classmethod
     def from_dict(cls, data: dict) -> "LifParams":
-        return cls(data["frac_bits"], data["decay"], data["decay_bits"], data["threshold"], data["reset"])
+        return cls(data["frac_bits"], data["decay"], data["decay_bits"], data["threshold"], data["reset"],
+                   data.get("delayed_reset", False), data.get("strict", False))
 
 
 @dataclass
@@ -238,13 +243,25 @@ class LayerSim:
     def lif(self, acc: np.ndarray, v0: np.ndarray, ledger: Ledger) -> tuple[np.ndarray, np.ndarray]:
         """acc[R, M, n], v0[M, n] (int64 membrane) -> spikes[R, M, n] float32, v[M, n] int64."""
         lif = self.layer.lif
+        delayed, reset = lif.delayed_reset, lif.reset
         v = v0.copy()
         spikes = np.zeros(acc.shape, dtype=np.float32)
+        fired = self._fired(v)  # delayed: the previous step's spike, its reset still due
         for r in range(acc.shape[0]):
+            if delayed and reset == "zero":
+                v = np.where(fired, 0, v)
             v = v - ((v * lif.decay) >> lif.decay_bits) + (acc[r] << lif.frac_bits) + self.bias_q
+            if delayed and reset == "subtract":
+                v = v - fired * self.threshold_q
             v = np.clip(v, -self.limit - 1, self.limit)
-            fired = v >= self.threshold_q
-            v = v - fired * self.threshold_q if lif.reset == "subtract" else np.where(fired, 0, v)
+            fired = self._fired(v)
+            if not delayed and reset == "subtract":
+                v = v - fired * self.threshold_q
+            elif not delayed and reset == "zero":
+                v = np.where(fired, 0, v)
             spikes[r] = fired
         ledger.chip_spikes += int(spikes.sum())
         return spikes, v
+
+    def _fired(self, v: np.ndarray) -> np.ndarray:
+        return v > self.threshold_q if self.layer.lif.strict else v >= self.threshold_q
