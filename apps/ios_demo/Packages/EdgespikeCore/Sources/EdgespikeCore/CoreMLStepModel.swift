@@ -13,6 +13,8 @@ public actor CoreMLStepModel: StepModel {
     public nonisolated let compiledNow: Bool
     private let model: MLModel
     private var state: MLState
+    /// The next token's absolute position, fed to positional models.
+    private var position = 0
 
     private init(model: MLModel, manifest: Manifest, computeUnits: ComputeUnits, loadTime: Duration, compiledNow: Bool) {
         self.model = model
@@ -49,20 +51,27 @@ public actor CoreMLStepModel: StepModel {
 
     public func reset() {
         state = model.makeState()
+        position = 0
     }
 
     public func step(token: Int) throws -> StepOutput {
         guard let input = manifest.inputs.first, let logitsName = manifest.logitsOutput?.name else {
             throw EdgespikeError.manifestMismatch("no token input or logits output")
         }
+        var inputs = [input.name: MLFeatureValue(multiArray: MLMultiArray(MLShapedArray<Int32>(scalars: [Int32(token)], shape: input.shape)))]
+        if let positionInput = manifest.position {
+            let limit = manifest.maxSeqLen ?? 0
+            guard position < limit else { throw EdgespikeError.contextFull(maxSeqLen: limit) }
+            inputs[positionInput.name] = MLFeatureValue(multiArray: MLMultiArray(MLShapedArray<Int32>(scalars: [Int32(position)], shape: positionInput.shape)))
+        }
         let result: any MLFeatureProvider
         do {
-            let tokens = MLMultiArray(MLShapedArray<Int32>(scalars: [Int32(token)], shape: input.shape))
-            let features = try MLDictionaryFeatureProvider(dictionary: [input.name: MLFeatureValue(multiArray: tokens)])
+            let features = try MLDictionaryFeatureProvider(dictionary: inputs)
             result = try model.prediction(from: features, using: state, options: MLPredictionOptions())
         } catch {
             throw EdgespikeError.prediction(computeUnits: computeUnits, detail: error.localizedDescription)
         }
+        position += 1
         guard let logits = result.featureValue(for: logitsName)?.multiArrayValue else {
             throw EdgespikeError.manifestMismatch("the model returned no \"\(logitsName)\"")
         }

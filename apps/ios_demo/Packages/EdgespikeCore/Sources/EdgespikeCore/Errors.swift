@@ -13,6 +13,7 @@ public enum EdgespikeError: LocalizedError, Equatable, Sendable {
     case modelLoad(computeUnits: ComputeUnits, detail: String)
     case prediction(computeUnits: ComputeUnits, detail: String)
     case emptyPrompt
+    case contextFull(maxSeqLen: Int)
     case coreMLUnavailable
 
     public var errorDescription: String? {
@@ -39,6 +40,8 @@ public enum EdgespikeError: LocalizedError, Equatable, Sendable {
             "The model failed while running on \(units.label) (\(detail)). " + (units.usesNeuralEngine ? "Choose CPU & GPU and reload." : "Reset and try again.")
         case .emptyPrompt:
             "The prompt encodes to no tokens; type something."
+        case let .contextFull(maxSeqLen):
+            "The conversation has reached the model's \(maxSeqLen)-token limit; start a new chat."
         case .coreMLUnavailable:
             "Core ML is not available on this platform."
         }

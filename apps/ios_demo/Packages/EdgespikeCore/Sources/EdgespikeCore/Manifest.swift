@@ -17,10 +17,13 @@ public struct Manifest: Codable, Sendable, Equatable {
     public let inputs: [Tensor]
     public let outputs: [Tensor]
     public let states: [StateSpec]
+    /// Positional models (RoPE) only: the step's `position` input stops being valid here.
+    public let maxSeqLen: Int?
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", edgespikeVersion = "edgespike_version", family, target
         case modelFile = "model_file", precision, timesteps, vocabSize = "vocab_size", config, inputs, outputs, states
+        case maxSeqLen = "max_seq_len"
     }
 
     public struct Config: Codable, Sendable, Equatable {
@@ -95,12 +98,21 @@ public extension Manifest {
         return manifest
     }
 
-    /// A manifest this app can drive: format 1, a Core ML export, one token in, logits out, states.
+    /// The decode step's optional second input: the token's absolute position, [1] int32.
+    static let positionInput = "position"
+
+    /// A manifest this app can drive: format 1, a Core ML export, one token in (and its position,
+    /// for positional models), logits out, states.
     func validate() throws {
         guard formatVersion == Self.supportedFormat else { throw EdgespikeError.manifestFormat(found: formatVersion, supported: Self.supportedFormat) }
         guard target == "coreml" else { throw EdgespikeError.manifestMismatch("target is \"\(target)\", not \"coreml\"") }
-        guard inputs.count == 1, inputs[0].shape == [1, 1] else {
-            throw EdgespikeError.manifestMismatch("expected one token input of shape [1, 1], got \(inputs.map { "\($0.name) \($0.shape)" })")
+        let extra = inputs.dropFirst()
+        guard let token = inputs.first, token.shape == [1, 1],
+              extra.allSatisfy({ $0.name == Self.positionInput && $0.shape == [1] }) && extra.count <= 1 else {
+            throw EdgespikeError.manifestMismatch("expected a token input of shape [1, 1] (and a position [1]), got \(inputs.map { "\($0.name) \($0.shape)" })")
+        }
+        guard position == nil || (maxSeqLen ?? 0) > 0 else {
+            throw EdgespikeError.manifestMismatch("a position input needs a positive max_seq_len")
         }
         guard let logits = logitsOutput, logits.shape.last == vocabSize else {
             throw EdgespikeError.manifestMismatch("no logits output of width vocab_size \(vocabSize)")
@@ -112,8 +124,9 @@ public extension Manifest {
 
     /// The model's own description must name exactly the manifest's input, outputs and states.
     func validate(against model: ModelSignature) throws {
-        let token = inputs[0]
-        guard model.inputs[token.name] != nil else { throw EdgespikeError.manifestMismatch("the model has no input \"\(token.name)\"") }
+        for input in inputs where model.inputs[input.name] == nil {
+            throw EdgespikeError.manifestMismatch("the model has no input \"\(input.name)\"")
+        }
         for output in outputs where model.outputs[output.name] == nil {
             throw EdgespikeError.manifestMismatch("the model has no output \"\(output.name)\"")
         }
@@ -127,6 +140,7 @@ public extension Manifest {
     }
 
     var logitsOutput: Tensor? { outputs.first { $0.name != Self.spikeRatesOutput } }
+    var position: Tensor? { inputs.first { $0.name == Self.positionInput } }
     var spikeRates: Tensor? { outputs.first { $0.name == Self.spikeRatesOutput } }
 
     /// LIF membrane states ("….v", "….v_hidden"), not the attention caches ("….kv.v").
