@@ -52,6 +52,7 @@ class Entry:
     artifact: str | None = None
     model: str | None = None
     timesteps: int | None = None
+    weights: str | None = None
 
 
 def host_facts() -> dict:
@@ -87,9 +88,11 @@ def bench(
     if source is None:
         raise EdgespikeError("the artifacts come from different models (or none is recorded); name the baseline with --model")
     timesteps = {m["timesteps"] for m in manifests.values()}
+    weights = {m.get("weights") for m in manifests.values()}
     entries = [Entry(_label(path, m, manifests), artifact=path) for path, m in manifests.items()]
     if baseline:
-        entries.insert(0, Entry("eager", model=source, timesteps=timesteps.pop() if len(timesteps) == 1 else None))
+        entries.insert(0, Entry("eager", model=source, timesteps=timesteps.pop() if len(timesteps) == 1 else None,
+                                weights=weights.pop() if len(weights) == 1 else None))
     source_model = load_model(source)
     tokens = held_out_tokens(source_model, options.prompt_tokens)
 
@@ -167,7 +170,7 @@ def _measure(entry: Entry, tokens: list[int], new_tokens: int) -> dict:
         from edgespike.models import load as load_model
         from edgespike.runtimes.eager import EagerSession
 
-        session = EagerSession(load_model(entry.model), entry.timesteps)
+        session = EagerSession(load_model(entry.model), entry.timesteps, entry.weights)
     load_s = time.perf_counter() - start
 
     start = time.perf_counter()

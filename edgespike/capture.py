@@ -32,7 +32,7 @@ from edgespike.errors import EdgespikeError
 from edgespike.models.base import POSITION, SpikingLM
 from edgespike.models.registry import build
 from edgespike.nn import LIF
-from edgespike.quant.ternary import ternarize
+from edgespike.quant.weights import WEIGHT_FORMATS, default_format, quantize_weights
 
 MAX_TIMESTEPS = 64
 
@@ -54,10 +54,11 @@ def buffer_name(state_name: str) -> str:
 class DecodeStep(nn.Module):
     """One token in, next-token logits out; every carried state a buffer mutated in place."""
 
-    def __init__(self, model: SpikingLM, batch: int = 1):
+    def __init__(self, model: SpikingLM, batch: int = 1, weights: str = "ternary"):
         super().__init__()
         self.model = model
         self.batch = batch
+        self.weights = weights  # the format its linears are in (edgespike.quant.weights)
         initial = model.init_state(batch)
         nonzero = [name for name, value in initial.items() if value.any()]
         if nonzero:
@@ -144,13 +145,17 @@ def with_timesteps(model: SpikingLM, timesteps: int | None) -> SpikingLM:
     return rebuilt
 
 
-def decode_step(model: SpikingLM, timesteps: int | None = None, batch: int = 1) -> DecodeStep:
-    """The frozen, ternarized decode step of ``model`` (which is left untouched)."""
+def decode_step(model: SpikingLM, timesteps: int | None = None, batch: int = 1, weights: str | None = None) -> DecodeStep:
+    """The frozen decode step of ``model`` (left untouched), its weights in format ``weights``
+    (``edgespike.quant.weights``; None: ternary for ternary-trained models, else fp16)."""
     check_lowerable(model)
-    frozen = ternarize(with_timesteps(model, timesteps).float().eval())
+    weights = weights or default_format(model.config)
+    if weights not in WEIGHT_FORMATS:
+        raise EdgespikeError(f"unknown weight format {weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
+    frozen = quantize_weights(with_timesteps(model, timesteps).float().eval(), weights)
     for parameter in frozen.parameters():
         parameter.requires_grad_(False)
-    return DecodeStep(frozen, batch).eval()
+    return DecodeStep(frozen, batch, weights).eval()
 
 
 def export_step(step: DecodeStep) -> torch.export.ExportedProgram:

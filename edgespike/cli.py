@@ -340,6 +340,9 @@ def export_command(
     timesteps: Optional[int] = typer.Option(None, help="Unroll LIF neurons over T timesteps (default: the model's)."),
     precision: Optional[str] = typer.Option(None, help="fp16 or fp32 (default: fp16 for coreml, fp32 elsewhere)."),
     chip: Optional[str] = typer.Option(None, help="neuronchip: a chip preset (loihi, truenorth) or a chip .toml file."),
+    weights: Optional[str] = typer.Option(
+        None, help="Weight format: ternary, int8, int4, fp16 or fp32 (default: ternary for ternary-trained models, "
+        "fp16 for dense ones; `edgespike quantize-report` measures each)."),
     validate: bool = typer.Option(True, "--validate/--no-validate", help="Check the artifact against eager PyTorch."),
     force: bool = typer.Option(False, "--force", help="Replace an existing artifact dir."),
     jobs: int = typer.Option(2, help="Targets exported at once, each in its own process (with --target all)."),
@@ -349,13 +352,16 @@ def export_command(
     from edgespike import models
     from edgespike.artifact import model_bytes
     from edgespike.exporters import EXPORTERS, ExportOptions
+    from edgespike.quant.weights import WEIGHT_FORMATS
 
     targets = list(EXPORTERS) if target == "all" else [target]
     unknown = [t for t in targets if t not in EXPORTERS]
     if unknown:
         raise EdgespikeError(f"unknown target {unknown[0]!r}; choose one of {', '.join(EXPORTERS)} or all")
     lm = models.load(model)  # fail fast on a bad model spec
-    options = ExportOptions(timesteps=timesteps, precision=precision, chip=chip)
+    if weights is not None and weights not in WEIGHT_FORMATS:
+        raise EdgespikeError(f"unknown weight format {weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
+    options = ExportOptions(timesteps=timesteps, precision=precision, chip=chip, weights=weights)
     base = out or Path("artifacts") / _model_name(model)
     destinations = {name: base / name if (out is None or len(targets) > 1) else out for name in targets}
     existing = [str(d) for d in destinations.values() if d.exists()]

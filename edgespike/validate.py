@@ -86,7 +86,7 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
     tokens = tokens or held_out_tokens(model)
     tolerance = tolerance_for(manifest["target"], manifest["precision"])
     session = _open(directory, manifest)
-    reference = EagerSession(model, manifest["timesteps"])
+    reference = EagerSession(model, manifest["timesteps"], manifest.get("weights"))
     recorder = _SpikeRecorder(reference.step_module)
 
     rollout, flips, spikes_compared = _Agreement(), 0, 0
@@ -151,7 +151,7 @@ def _stepwise(session, model: SpikingLM, manifest: dict, tokens: list[int], agai
     if not hasattr(session, "set_state") or (against is not None and not hasattr(against, "set_state")):
         return None
     session.reset()
-    reference, agreement = EagerSession(model, manifest["timesteps"]), _Agreement()
+    reference, agreement = EagerSession(model, manifest["timesteps"], manifest.get("weights")), _Agreement()
     dtype = STATE_DTYPES[manifest["state_precision"]]
     for token in tokens:
         state = reference.step_module.state()
@@ -244,7 +244,9 @@ def _onnx_lif_spike_outputs(directory: Path, manifest: dict) -> tuple[str, ...]:
 
 
 def coreml_structure(directory: Path, manifest: dict) -> dict[str, bool]:
-    """What a Core ML package must hold beyond its numbers: iOS 18 states, 2-bit LUT weights, spike ops."""
+    """What a Core ML package must hold beyond its numbers: iOS 18 states, compressed integer-coded
+    weights (2-bit LUTs for ternary, blockwise codes for int8 / int4), spike ops."""
+    from edgespike.exporters.coreml import COMPRESSED_OP
     from edgespike.runtimes.coreml.interpreter import MILProgram
 
     program = MILProgram.load(directory / manifest["model_file"])
@@ -253,8 +255,9 @@ def coreml_structure(directory: Path, manifest: dict) -> dict[str, bool]:
     return {
         "states_present": set(program.state_names) == expected_states,
         "state_reads_and_updates": ops.count("read_state") == len(expected_states) == ops.count("coreml_update_state"),
-        "lut_weights": ops.count("constexpr_lut_to_dense") == manifest["palettized_weights"] > 0,
-        "spike_ops": "greater_equal" in ops and "linear" in ops,
+        "compressed_weights": manifest.get("weights") not in COMPRESSED_OP
+        or ops.count(COMPRESSED_OP[manifest["weights"]]) == manifest["compressed_weights"] > 0,
+        "spike_ops": ("greater_equal" in ops or "greater" in ops) and "linear" in ops,
         "ios18": manifest["minimum_deployment_target"] == "iOS18",
     }
 

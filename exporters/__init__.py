@@ -70,8 +70,13 @@ def export(
         seconds[name] = time.perf_counter() - seconds[name]
 
     stage("capture")
-    step = decode_step(model, options.timesteps, options.batch)
+    step = decode_step(model, options.timesteps, options.batch, options.weights)
     done("capture")
+    if step.weights == "ternary" and model.config.weights != "ternary":
+        log.warning(
+            "this %s model was trained with dense weights: ternarizing it after training changes what it computes "
+            "(see `edgespike quantize-report`); pass --weights int8, fp16 or fp32 to keep it closer", model.config.family
+        )
     with staged(out, force) as staging:
         stage("lower")
         try:
@@ -103,6 +108,7 @@ def export(
             "runtime": exporter.runtime,
             "model_file": exporter.model_file,
             "precision": precision,
+            "weights": step.weights,
             "timesteps": config.spike.timesteps,
             "batch": options.batch,
             "vocab_size": config.vocab_size,

@@ -23,7 +23,7 @@ from edgespike.exporters.registry import ExportOptions, register_exporter, step_
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.mlpackage"
-TERNARY_SUFFIX = "_ternary_weight"  # names the weights the palettizer packs to 2 bits
+CODED_SUFFIX = "_coded_weight"  # names the integer-coded weights compressed after conversion
 SPIKES_SUFFIX = "_lif_spikes"  # names each LIF's spikes [T, ...], listed in the manifest for validation
 MIN_IOS = "iOS18"  # Core ML states need iOS 18
 
@@ -76,7 +76,7 @@ def _register_composites() -> None:
     def edgespike_spike_linear(context, node):
         spikes, codes, scale = _get_inputs(context, node, expected=3)
         weight = codes.val.astype(np.float32) * scale.val.astype(np.float32).reshape(-1, 1)
-        weight_const = mb.const(val=weight.astype(_np_dtype(spikes)), name=node.name + TERNARY_SUFFIX)
+        weight_const = mb.const(val=weight.astype(_np_dtype(spikes)), name=node.name + CODED_SUFFIX)
         context.add(mb.linear(x=spikes, weight=weight_const, name=node.name))
 
     @register_torch_op(torch_alias=["edgespike::spike_encode"])
@@ -125,6 +125,23 @@ def _np_dtype(var):
     return np.float16 if var.dtype == types.fp16 else np.float32
 
 
+def _compression(weights: str):
+    """(coremltools compression function, its op config) for integer-coded weights: ternary as a
+    2-bit lookup table (``constexpr_lut_to_dense``), int8 / int4 as per-channel symmetric codes
+    (``constexpr_blockwise_shift_scale``); the codes were made on the same grids, so Core ML's
+    quantizer finds them again."""
+    import coremltools.optimize.coreml as cto
+
+    if weights == "ternary":
+        return cto.palettize_weights, cto.OpPalettizerConfig(mode="unique", weight_threshold=0)
+    return cto.linear_quantize_weights, cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype=weights, granularity="per_channel", weight_threshold=0
+    )
+
+
+COMPRESSED_OP = {"ternary": "constexpr_lut_to_dense", "int8": "constexpr_blockwise_shift_scale", "int4": "constexpr_blockwise_shift_scale"}
+
+
 class CoreMLExporter:
     name = "coreml"
     model_file = MODEL_FILE
@@ -158,17 +175,18 @@ class CoreMLExporter:
             compute_precision=ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32,
             skip_model_load=True,
         )
-        ternary = [
+        coded = [
             op.name
             for op in mlmodel._mil_program.functions["main"].operations
-            if op.op_type == "const" and TERNARY_SUFFIX in op.name
+            if op.op_type == "const" and CODED_SUFFIX in op.name
         ]
-        config = cto.OptimizationConfig(op_name_configs={name: cto.OpPalettizerConfig(mode="unique", weight_threshold=0) for name in ternary})
-        mlmodel = cto.palettize_weights(mlmodel, config)
+        if coded:
+            compress, op_config = _compression(step.weights)
+            mlmodel = compress(mlmodel, cto.OptimizationConfig(op_name_configs={name: op_config for name in coded}))
         operations = mlmodel._mil_program.functions["main"].operations
         spike_values = [op.outputs[0].name for op in operations if op.op_type == "stack" and SPIKES_SUFFIX in op.outputs[0].name]
         mlmodel.save(str(staging / MODEL_FILE))
-        log.info("coreml: %d ternary weights palettized to 2-bit LUTs, %d states", len(ternary), len(states))
+        log.info("coreml: %d %s weights compressed, %d states", len(coded), step.weights, len(states))
         dtype = "float16" if options.precision == "fp16" else "float32"
         io = step_io(step, "int32", "logits", dtype)
         if populations:
@@ -178,7 +196,7 @@ class CoreMLExporter:
             "minimum_deployment_target": MIN_IOS,
             **io,
             "state_precision": "fp16",
-            "palettized_weights": len(ternary),
+            "compressed_weights": len(coded),
             "spike_values": spike_values,
         }
 

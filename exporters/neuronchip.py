@@ -140,6 +140,8 @@ def find_chip_layers(step: DecodeStep) -> list[LayerSpec]:
         if source is None or name in layers:
             continue
         source_path = _module_path(source)
+        if _is_op(source, "lif") and _graded(step.model.get_submodule(source_path)):
+            continue  # graded spikes are not binary events: a float matmul on the host
         signed = _is_op(source, "spike_encode") and (source.args[2] == "ternary" or bool(source.args[3:] and source.args[3]))
         linear = step.model.get_submodule(name)
         stage = stage_of.setdefault(source_path, len(stage_of))
@@ -147,8 +149,9 @@ def find_chip_layers(step: DecodeStep) -> list[LayerSpec]:
     for node in graph.nodes:
         if _is_op(node, "lif"):
             feeding = _feeding_linear(node)
-            if feeding is not None and _module_path(feeding) in layers:
-                layers[_module_path(feeding)].lif = _module_path(node)
+            path = _module_path(node)
+            if feeding is not None and _module_path(feeding) in layers and not chip_lif_refusal(step.model.get_submodule(path)):
+                layers[_module_path(feeding)].lif = path
     population_layer = {spec.lif: spec for spec in layers.values() if spec.lif}
     for spec in layers.values():
         upstream = population_layer.get(spec.source)
@@ -213,30 +216,52 @@ def row_bytes(chip: Chip, fan_in: int) -> int:
     return math.ceil(fan_in * chip.weight_bits / 8)
 
 
+def _graded(lif: LIF) -> bool:
+    return lif.graded_spikes_factor.numel() != 1 or float(lif.graded_spikes_factor) != 1.0
+
+
+def chip_lif_refusal(lif: LIF) -> str | None:
+    """Why the chip's fixed-point neurons cannot run ``lif`` (it stays on the host), else None:
+    they fire binary spikes and share one decay and one threshold per layer."""
+    if _graded(lif):
+        return "graded spikes (graded_spikes_factor != 1): the chip's spikes are binary events"
+    for name in ("beta", "threshold"):
+        if getattr(lif, name).numel() != 1:
+            return f"per-neuron {name}: the chip's neurons share one {name} per layer"
+    return None
+
+
 def lif_fixed_point(path: str, lif: LIF, chip: Chip, scale: torch.Tensor, bias: torch.Tensor | None, fan_in: int) -> dict:
-    """Fixed-point parameters of a LIF on chip. The membrane counts units of scale / 2^F (per
-    neuron), so the ternary accumulation enters exactly as acc << F; F is as large as the
-    membrane width allows with 2x headroom over the threshold plus one timestep's full input
-    and over the leaky sum of full negative inputs (values beyond saturate)."""
-    threshold = (lif.threshold / scale).abs().max().item()
+    """Fixed-point parameters of a LIF on chip (scalar beta, clamped to [0, 1] as the op does,
+    and threshold). The membrane counts units of scale / 2^F (per neuron), so the ternary
+    accumulation enters exactly as acc << F; F is as large as the membrane width allows with 2x
+    headroom over the threshold plus one timestep's full input and over the leaky sum of full
+    negative inputs (values beyond saturate)."""
+    beta, threshold = min(max(float(lif.beta), 0.0), 1.0), float(lif.threshold)
+    threshold_units = (threshold / scale).abs().max().item()
     drive = fan_in + (0.0 if bias is None else (bias / scale).abs().max().item())
-    headroom = 2 * max(threshold + drive, drive * min(1.0 / max(1.0 - lif.beta, 1e-9), 64.0))
+    headroom = 2 * max(threshold_units + drive, drive * min(1.0 / max(1.0 - beta, 1e-9), 64.0))
     frac_bits = max(0, min(MAX_FRAC_BITS, chip.membrane_bits - 2 - math.ceil(math.log2(headroom))))
+    decay = round((1.0 - beta) * (1 << DECAY_BITS))
     return {
         "module": path,
-        "beta": lif.beta,
-        "threshold": lif.threshold,
+        "beta": beta,
+        "threshold": threshold,
         "reset": lif.reset,
+        "delayed_reset": lif.delayed_reset,
+        "strict": lif.strict,
         "frac_bits": frac_bits,
-        "decay": round((1.0 - lif.beta) * (1 << DECAY_BITS)),
+        "decay": decay,
         "decay_bits": DECAY_BITS,
-        "beta_effective": 1.0 - round((1.0 - lif.beta) * (1 << DECAY_BITS)) / (1 << DECAY_BITS),
+        "beta_effective": 1.0 - decay / (1 << DECAY_BITS),
     }
 
 
 def _host_reason(module: nn.Module, path: str, chip_lifs: set[str]) -> str | None:
     if isinstance(module, LIF):
-        return None if path in chip_lifs else "LIF fed by host activations; its spikes cross the host link"
+        if path in chip_lifs:
+            return None
+        return chip_lif_refusal(module) or "LIF fed by host activations; its spikes cross the host link"
     if isinstance(module, SpikeEncoder):
         return "encodes host activations into spikes; they cross the host link"
     if isinstance(module, TernaryLinear):

@@ -9,8 +9,9 @@ with a registered schema; after export the op's FunctionProto, whose body is sta
 (a Scan for the LIF recurrence), is appended to ``model.functions``. The nodes survive, the
 full ``onnx.checker`` passes, and stock onnxruntime runs the file by inlining the bodies.
 
-Weights: ternary codes are stored as INT2 initializers (four per byte) feeding a
-DequantizeLinear (opset 25), never as float.
+Weights, each in its narrowest lossless form: ternary codes as INT2 initializers (four per
+byte) and int4 codes as INT4 (two per byte), each feeding a DequantizeLinear (opset 25); int8
+codes as INT8; fp16 weights as FLOAT16 behind a Cast.
 """
 
 from __future__ import annotations
@@ -298,36 +299,67 @@ def _register_schemas(ops: list[OnnxOp]) -> None:
             defs.register_schema(_schema(op))
 
 
-# --- weights as INT2 ------------------------------------------------------------------------------
+# --- weights, packed ------------------------------------------------------------------------------
 
 
-def _pack_int2(codes: np.ndarray) -> bytes:
-    """Two's-complement 2-bit fields, four per byte, first element in the lowest bits (ONNX INT2)."""
-    fields = (codes.astype(np.int8).reshape(-1) & 3).astype(np.uint8)
-    fields = np.pad(fields, (0, (-fields.size) % 4)).reshape(-1, 4)
-    return (fields[:, 0] | fields[:, 1] << 2 | fields[:, 2] << 4 | fields[:, 3] << 6).astype(np.uint8).tobytes()
+def _pack_fields(codes: np.ndarray, bits: int) -> bytes:
+    """Two's-complement ``bits``-bit fields, first element in the lowest bits (ONNX INT2 / INT4)."""
+    per_byte = 8 // bits
+    fields = (codes.astype(np.int8).reshape(-1) & ((1 << bits) - 1)).astype(np.uint8)
+    fields = np.pad(fields, (0, (-fields.size) % per_byte)).reshape(-1, per_byte)
+    packed = np.zeros(fields.shape[0], np.uint8)
+    for i in range(per_byte):
+        packed |= fields[:, i] << (i * bits)
+    return packed.tobytes()
 
 
-def pack_ternary_initializers(model) -> int:
-    """Replace every int8 {-1, 0, 1} initializer by INT2 + DequantizeLinear; returns how many."""
-    from onnx import TensorProto, helper, numpy_helper
+FP16_MIN_ELEMENTS = 1024  # smaller float constants (norm weights, biases, scales) stay fp32
 
-    packed = 0
-    kept = []
-    new_nodes = []
+
+def _packed_form(init):
+    """(ONNX dtype, bits or None, raw bytes) of a narrower lossless storage of ``init``, else None:
+    int8 codes in {-1, 0, 1} as INT2, in [-8, 7] as INT4; float weights exactly fp16 as FLOAT16."""
+    from onnx import TensorProto, numpy_helper
+
+    if init.data_type == TensorProto.INT8:
+        values = numpy_helper.to_array(init)
+        if values.size and -1 <= values.min() and values.max() <= 1:
+            return TensorProto.INT2, _pack_fields(values, 2)
+        if values.size and -8 <= values.min() and values.max() <= 7:
+            return TensorProto.INT4, _pack_fields(values, 4)
+    elif init.data_type == TensorProto.FLOAT and int(np.prod(init.dims)) >= FP16_MIN_ELEMENTS:
+        values = numpy_helper.to_array(init)
+        half = values.astype(np.float16)
+        if np.array_equal(half.astype(np.float32), values):
+            return TensorProto.FLOAT16, half.tobytes()
+    return None
+
+
+def pack_initializers(model) -> dict[str, int]:
+    """Store every initializer in its narrowest lossless form (``_packed_form``): integer codes
+    behind DequantizeLinear (scale 1), fp16 floats behind a Cast; returns how many of each."""
+    from onnx import TensorProto, helper
+
+    counts = {"int2": 0, "int4": 0, "fp16": 0}
+    kept, new_nodes = [], []
     for init in model.graph.initializer:
-        values = numpy_helper.to_array(init) if init.data_type == TensorProto.INT8 else None
-        if values is None or values.size == 0 or values.min() < -1 or values.max() > 1:
+        packed = _packed_form(init)
+        if packed is None:
             kept.append(init)
             continue
-        int2 = helper.make_tensor(f"{init.name}.int2", TensorProto.INT2, list(values.shape), _pack_int2(values), raw=True)
-        kept.append(int2)
-        new_nodes.append(
-            helper.make_node("DequantizeLinear", [int2.name, "edgespike.unit_scale"], [init.name], name=f"dequantize.{init.name}")
-        )
-        packed += 1
-    if packed:
+        dtype, raw = packed
+        kind = {TensorProto.INT2: "int2", TensorProto.INT4: "int4", TensorProto.FLOAT16: "fp16"}[dtype]
+        stored = helper.make_tensor(f"{init.name}.{kind}", dtype, list(init.dims), raw, raw=True)
+        kept.append(stored)
+        if dtype == TensorProto.FLOAT16:
+            new_nodes.append(helper.make_node("Cast", [stored.name], [init.name], to=TensorProto.FLOAT, name=f"cast.{init.name}"))
+        else:
+            new_nodes.append(helper.make_node("DequantizeLinear", [stored.name, "edgespike.unit_scale"], [init.name],
+                                              name=f"dequantize.{init.name}"))
+        counts[kind] += 1
+    if counts["int2"] or counts["int4"]:
         kept.append(helper.make_tensor("edgespike.unit_scale", TensorProto.FLOAT, [], [1.0]))
+    if new_nodes:
         retyped = {node.output[0] for node in new_nodes}
         value_info = [info for info in model.graph.value_info if info.name not in retyped]
         del model.graph.value_info[:]
@@ -337,7 +369,7 @@ def pack_ternary_initializers(model) -> int:
     nodes = new_nodes + list(model.graph.node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    return packed
+    return counts
 
 
 # --- the exporter -----------------------------------------------------------------------------------
@@ -373,17 +405,18 @@ class OnnxExporter:
         model = program.model_proto
         used = {node.op_type for node in model.graph.node if node.domain == DOMAIN}
         model.functions.extend(op.body() for op in ops if op.name in used)
-        packed = pack_ternary_initializers(model)
+        packed = pack_initializers(model)
         for node in model.graph.node:  # stack traces of the torch source: most of the file otherwise
             del node.metadata_props[:]
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, staging / MODEL_FILE)
-        log.info("onnx: %d ai.edgespike nodes, %d ternary initializers packed to INT2", len(used), packed)
+        log.info("onnx: %d ai.edgespike nodes, initializers packed: %s", len(used), packed)
         io = step_io(step)
         return {
             **io,
             "opset": OPSET,
             "custom_domain": DOMAIN,
+            "packed_initializers": packed,
             "inputs": io["inputs"] + [{"name": f"state.{s.name}", "dtype": "float32", "shape": list(s.shape)} for s in step.specs],
             "outputs": io["outputs"]
             + [{"name": f"next_state.{s.name}", "dtype": "float32", "shape": list(s.shape)} for s in step.specs],

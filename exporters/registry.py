@@ -18,6 +18,7 @@ class ExportOptions:
     precision: str | None = None  # None: the target's default
     batch: int = 1
     chip: str | None = None  # neuronchip: a chip preset (edgespike.chip.CHIPS) or .toml path; None: loihi
+    weights: str | None = None  # edgespike.quant.weights format; None: the model's default
 
 
 class Exporter(Protocol):

@@ -15,8 +15,8 @@ from edgespike.runtimes.registry import check_token, register_runtime
 
 
 class EagerSession:
-    def __init__(self, model: SpikingLM, timesteps: int | None = None):
-        self.step_module: DecodeStep = decode_step(model, timesteps)
+    def __init__(self, model: SpikingLM, timesteps: int | None = None, weights: str | None = None):
+        self.step_module: DecodeStep = decode_step(model, timesteps, weights=weights)
         config = self.step_module.model.config
         self.manifest = {"family": config.family, "vocab_size": config.vocab_size, "timesteps": config.spike.timesteps}
         self.runtime = f"PyTorch {torch.__version__} eager"
@@ -32,7 +32,7 @@ class EagerSession:
 
 def open_artifact(directory: Path, manifest: dict) -> EagerSession:
     """An eager session of the model an artifact was exported from (its ``source_model``)."""
-    return EagerSession(load_model(manifest["source_model"]), manifest["timesteps"])
+    return EagerSession(load_model(manifest["source_model"]), manifest["timesteps"], manifest.get("weights"))
 
 
 register_runtime("eager", open_artifact)

@@ -1,5 +1,7 @@
 """Exporters, one chain per family x target: export -> lower -> check structure -> run -> compare
-with the eager ternarized reference (validation, a 64-token rollout with the state carried).
+with the eager reference in the same weight format (validation, a 64-token rollout with the
+state carried). The per-family chains export ternary weights (also for slms_pulse, whose dense
+default is fp16); the weight formats are tested on their own below.
 
 Tolerances (edgespike.validate.TOLERANCES): fp32 ONNX/ExecuTorch max |logit diff| <= 1e-3 and
 top-1 agreement >= 0.99; spike flips are reported where the runtime exposes them (ONNX).
@@ -22,10 +24,10 @@ from edgespike.validate import validate_artifact
 FAMILIES = sorted(models.FAMILIES)
 
 
-def _export(family, target, tmp_path, **kwargs):
+def _export(family, target, tmp_path, options=None, **kwargs):
     model = models.create(family, "tiny")
     return export(
-        model, target, tmp_path / target, source=f"{family}:tiny",
+        model, target, tmp_path / target, options or ExportOptions(weights="ternary"), source=f"{family}:tiny",
         validate=lambda d, m: validate_artifact(d, m, model), **kwargs,
     )
 
@@ -44,7 +46,9 @@ def test_onnx(family, tmp_path):
     int2 = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT2]
     assert len(int2) == custom["SpikeLinear"] and all(len(i.raw_data) * 4 >= _numel(i) for i in int2)
     names = [i.name for i in model.graph.input]
-    assert names[0] == "tokens" and all(n.startswith("state.") for n in names[1:])
+    positional = "max_seq_len" in result.manifest  # RoPE families take the token's position
+    assert names[:1 + positional] == ["tokens", "position"][:1 + positional]
+    assert all(n.startswith("state.") for n in names[1 + positional :])
     assert [o.name for o in model.graph.output][0] == "logits"
     v = result.manifest["validation"]
     assert v["passed"] and v["max_abs_logit_diff"] <= 1e-3 and v["top1_agreement"] >= 0.99
@@ -106,6 +110,44 @@ def test_existing_output_needs_force_and_failed_export_leaves_nothing(tmp_path):
         export(model, "onnx", tmp_path / "fresh", validate=failing_validation)
     assert not (tmp_path / "fresh").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["onnx"]  # no partial dirs left behind
+
+
+STORED_AS = {"int8": "INT8", "int4": "INT4", "fp16": "FLOAT16", "fp32": "FLOAT"}
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4", "fp16", "fp32"])
+def test_weight_formats_store_narrow_and_validate_on_onnx(weights, tmp_path):
+    """A dense model (slms_pulse) in each format: the linears' weights stored in that format's ONNX
+    type (lossless), the artifact equal to eager in the same format (1e-3), the format in the manifest."""
+    import onnx
+
+    result = _export("slms_pulse", "onnx", tmp_path, ExportOptions(weights=weights))
+    assert result.manifest["weights"] == weights and result.manifest["validation"]["passed"]
+    assert result.manifest["validation"]["max_abs_logit_diff"] <= 1e-3
+    graph = onnx.load(str(result.path / "model.onnx")).graph
+    linears = [i for i in graph.initializer if "proj" in i.name or "swiglu" in i.name]
+    matrices = [i for i in linears if len(i.dims) == 2]
+    assert matrices and {onnx.TensorProto.DataType.Name(i.data_type) for i in matrices} == {STORED_AS[weights]}
+
+
+def test_integer_formats_are_per_channel_grids_and_dense_models_default_to_fp16():
+    from edgespike.capture import decode_step
+
+    model = models.create("slms_pulse", "tiny")
+    assert decode_step(model).weights == "fp16"
+    assert decode_step(models.create("pulse", "tiny")).weights == "ternary"
+    q_proj = model.layers[0].attn.attn.q_proj.weight.detach()
+    for weights, levels in (("int8", 127), ("int4", 7)):
+        frozen = decode_step(model, weights=weights).model.layers[0].attn.attn.q_proj
+        assert frozen.codes.abs().amax(dim=1).eq(levels).all()  # each row's largest weight sits on the top code
+        error = (frozen.codes.float() * frozen.scale[:, None] - q_proj).abs()
+        assert (error <= frozen.scale[:, None] / 2 + 1e-7).all()  # rounding to the nearest grid point
+
+
+def test_dense_model_exported_ternary_warns(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="edgespike.exporters"):
+        _export("slms_pulse", "onnx", tmp_path)
+    assert "trained with dense weights: ternarizing it after training changes what it computes" in caplog.text
 
 
 @pytest.mark.parametrize("timesteps", [0, 10_000])

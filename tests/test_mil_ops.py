@@ -138,7 +138,7 @@ def test_op_matches_torch(case, dtype):
 
 
 def test_every_op_the_interpreter_implements_is_tested():
-    tested = {case.op for case in CASES} | {"split", "constexpr_lut_to_dense", "identity"}
+    tested = {case.op for case in CASES} | {"split", "constexpr_lut_to_dense", "constexpr_blockwise_shift_scale", "identity"}
     assert set(OPS) - tested == set()
 
 
@@ -186,6 +186,21 @@ def test_lut_to_dense_reproduces_the_coremltools_docs_example():
     lut = np.array([1, 5, 9, 13, 2, 10, 18, 26], np.float16).reshape(2, 1, 4, 1)
     (dense,) = _run(lambda a: mb.add(x=mb.constexpr_lut_to_dense(indices=indices, lut=lut), y=a), np.zeros((6, 2), np.float16))
     np.testing.assert_array_equal(dense, np.array([[9, 13], [13, 1], [5, 1], [26, 2], [18, 10], [2, 26]], np.float16))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_blockwise_shift_scale_dequantizes_per_block(dtype):
+    # coremltools ops/defs/iOS18/compression.py: output[i, j] = scale[i0, j0] * (data[i, j] - offset[i0, j0]),
+    # blocks data.shape / scale.shape: here rows 0-1 and 2-3, columns 0-2 and 3-5
+    np_dtype = np.int8 if dtype == "int8" else types.np_int4_dtype
+    data = np.array([[-7, 0, 7, 1, 2, 3]] * 4).astype(np_dtype)
+    scale = np.array([[0.5, 2.0], [1.0, 0.25]], np.float16)
+    offset = np.array([[1, 0], [0, -1]]).astype(np_dtype)
+    (dense,) = _run(lambda a: mb.add(x=mb.constexpr_blockwise_shift_scale(data=data, scale=scale, offset=offset), y=a),
+                    np.zeros((4, 6), np.float16))
+    block = lambda r, c: (r // 2, c // 3)
+    expected = [[scale[block(r, c)] * (int(data[r, c]) - int(offset[block(r, c)])) for c in range(6)] for r in range(4)]
+    np.testing.assert_array_equal(dense, np.array(expected, np.float16))
 
 
 def test_states_are_read_and_updated_across_runs():

@@ -6,7 +6,8 @@ Modes:
 - "float":  y = x @ W^T + bias (ordinary training, no quantization);
 - "qat":    quantization-aware training; the forward uses scale * codes, the backward passes
             the gradient straight through to the latent float W (STE, Bengio et al. 2013);
-- "frozen": W is gone; int8 ``codes`` and ``scale`` buffers remain and the layer runs
+- "frozen": W is gone; int8 ``codes`` and ``scale`` buffers remain (ternary, or the wider
+            integer grids of ``edgespike.quant.weights``) and the layer runs
             ``edgespike::spike_linear``, so the graph keeps the ternary meaning (fed by spikes, a
             layer is additions only; a backend tells by the op that produced its input).
 """
@@ -64,8 +65,13 @@ class TernaryLinear(nn.Module):
         if self.mode == "frozen":
             return
         scale = absmean_scale(self.weight, self.per_channel)
-        self.register_buffer("codes", ternary_codes(self.weight, scale))
-        self.register_buffer("scale", scale.clone())
+        self.freeze_to(ternary_codes(self.weight, scale), scale.clone())
+
+    @torch.no_grad()
+    def freeze_to(self, codes: Tensor, scale: Tensor) -> None:
+        """Replace the float weight by integer ``codes`` [out, in] (int8) x ``scale`` [out] or [1]."""
+        self.register_buffer("codes", codes)
+        self.register_buffer("scale", scale.to(self.weight.dtype))
         del self.weight
         self.mode = "frozen"
 

@@ -1,20 +1,24 @@
 """What one decode step of a model does, per block and per token, counted while it runs.
 
-The model is ternarized as the exporters see it and run token by token with its state carried;
+The model's weights are put in the format the exporters would use (ternary by default for
+ternary-trained models, ``edgespike.quant.weights``) and it runs token by token with its state carried;
 hooks and two dispatch modes count, for each block (``layers.3``, ``embed``, ``head``, ...):
 
     dense_macs      every multiply-accumulate a dense implementation does: linears at T*B rows
                     (layer-major unrolling) and the functional matmuls (attention, tied heads)
-    acs             accumulates actually needed: a spike times a ternary weight is a sign-add,
-                    counted only for active inputs and non-zero weights; a dense input times a
-                    ternary weight is a sign-add too (zero weights skipped)
-    macs            true multiplies: the per-row scale of ternary linears, functional matmuls
+    acs             accumulates actually needed: a spike times a weight is an add, counted only
+                    for active inputs and non-zero weights; a dense input times a ternary weight
+                    is a sign-add too (zero weights skipped)
+    macs            true multiplies: the per-row scale of coded linears, functional matmuls, and
+                    dense inputs times int8 / int4 / float weights
     synops          NeuroBench's synaptic operations: active inputs x fan-out (zero weights included)
     neuron_updates  LIF neurons x timesteps, spike-encoder outputs
     spikes          non-zero spike values emitted (LIF and spike encoders)
     spike_slots     neurons x timesteps that could spike (activation sparsity's denominator)
-    weight_bytes    parameter bytes read, as stored: ternary codes at 2 bits, scales and the rest
-                    in fp32, an embedding one row (or whole, where it also serves as the head)
+    weight_bytes    parameter bytes read, as stored: ternary codes at 2 bits (int4 4, int8 8, fp16
+                    linears 16), scales and the rest in fp32, an embedding one row (or whole,
+                    where it also serves as the head); LIF constants fixed by the config are
+                    immediates of the op, not weights
     state_bytes     carried state read and written (fp32)
     activation_bytes  linear inputs: 1 bit per spike slot, 4 bytes per dense value
     spike_io        the seeds' spike I/O: the first spike train of width d_model in the block
@@ -36,7 +40,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from edgespike.capture import with_timesteps
 from edgespike.models.base import SpikingLM
 from edgespike.nn import LIF, SpikeEncoder, TernaryLinear
-from edgespike.quant.ternary import ternarize
+from edgespike.quant.weights import default_format, quantize_weights
+
+WEIGHT_BITS = {"ternary": 2, "int4": 4, "int8": 8, "fp16": 16, "fp32": 32}  # a linear's weight, as stored
 
 # absmean ternarization of Gaussian weights zeroes |w| < 0.5 E|w| = 0.5 sqrt(2/pi) sigma:
 # P(|z| < 0.399) = 0.31 (the assumed zero fraction where the weights are not real)
@@ -86,8 +92,9 @@ class Counts:
     measured: bool  # spikes measured on text, or assumed (firing_rate)
     firing_rate: float | None
     blocks: list[BlockCounts] = field(default_factory=list)
-    footprint_bits: float = 0.0  # weights as stored: ternary codes 2 bits, the rest 32
+    footprint_bits: float = 0.0  # weights as stored: linears at weight_bits, the rest 32
     weights: int = 0  # weights of linear layers (connection sparsity's denominator)
+    weight_bits: int = 2  # bits per linear weight, as stored (WEIGHT_BITS)
     zero_weights: float = 0.0
 
     def total(self, key: str) -> float:
@@ -141,13 +148,16 @@ class _Reads(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, firing_rate: float | None = None) -> Counts:
-    """Per-token counts of ``model`` decoding ``tokens`` one at a time (state carried).
+def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, firing_rate: float | None = None,
+          weights: str | None = None) -> Counts:
+    """Per-token counts of ``model`` decoding ``tokens`` one at a time (state carried), its
+    linears in format ``weights`` (None: the exporters' default).
 
     On the meta device pass ``firing_rate`` (one token is run, for shapes only).
     """
     meta = next(model.parameters()).is_meta
-    frozen = ternarize(with_timesteps(model, timesteps).float().eval())
+    weights = weights or default_format(model.config)
+    frozen = quantize_weights(with_timesteps(model, timesteps).float().eval(), weights)
     config = frozen.config
     blocks: dict[str, BlockCounts] = {}
 
@@ -166,7 +176,8 @@ def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, fir
         if isinstance(module, (LIF, SpikeEncoder)):
             hooks.append(module.register_forward_hook(partial_spikes(block, path, spike_count, spike_tensors, config.d_model)))
         elif isinstance(module, TernaryLinear):
-            hooks.append(module.register_forward_pre_hook(partial_linear(block, path, module, meta, firing_rate, spike_tensors, spike_linears)))
+            hooks.append(module.register_forward_pre_hook(
+                partial_linear(block, path, module, meta, firing_rate, spike_tensors, spike_linears, weights == "ternary")))
 
     parameter_names = {id(t): n for n, t in [*frozen.named_parameters(), *frozen.named_buffers()]}
     runs = tokens[:1] if meta else tokens
@@ -208,7 +219,8 @@ def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, fir
         block("").dense_macs += head
         block("").macs += head
 
-    counts = Counts(config.family, model.num_parameters(), config.spike.timesteps, n, not meta, firing_rate)
+    counts = Counts(config.family, model.num_parameters(), config.spike.timesteps, n, not meta, firing_rate,
+                    weight_bits=WEIGHT_BITS[weights])
     _weights(frozen, reads, block, counts, meta, spike_linears)
     for name, value in frozen.init_state(1).items():
         block(name).state_bytes += 2 * value.numel() * FLOAT_BYTES  # read + write, fp32
@@ -230,15 +242,21 @@ def partial_spikes(block, path, spike_count, spike_tensors, d_model):
     return hook
 
 
-def partial_linear(block, path, module: TernaryLinear, meta: bool, firing_rate, spike_tensors, spike_linears):
+def partial_linear(block, path, module: TernaryLinear, meta: bool, firing_rate, spike_tensors, spike_linears, sign_adds: bool):
+    """``sign_adds``: the weights are ternary, so a dense input times a weight is a sign-add, not a multiply."""
     def hook(_module, inputs):
         x = inputs[0]
         rows = x.numel() // module.in_features
         b = block(path)
         dense = rows * module.in_features * module.out_features
         b.dense_macs += dense
-        b.macs += rows * module.out_features  # the scale
-        nonzero_weights = (1 - ZERO_FRACTION) if meta else float(torch.count_nonzero(module.codes)) / module.codes.numel()
+        coded = module.mode == "frozen"
+        weight = module.codes if coded else module.weight
+        b.macs += rows * module.out_features if coded else 0  # the scale
+        if meta:
+            nonzero_weights = 1 - ZERO_FRACTION if sign_adds else 1.0
+        else:
+            nonzero_weights = float(torch.count_nonzero(weight)) / weight.numel()
         if _is_spikes(x, spike_tensors, meta):
             active = firing_rate * x.numel() if meta else float(torch.count_nonzero(x))
             b.synops += active * module.out_features
@@ -249,7 +267,10 @@ def partial_linear(block, path, module: TernaryLinear, meta: bool, firing_rate, 
             spike_linears.add(path)
             b.activation_bytes += x.numel() / 8
         else:
-            b.acs += dense * nonzero_weights
+            if sign_adds:
+                b.acs += dense * nonzero_weights
+            else:
+                b.macs += dense
             b.activation_bytes += x.numel() * FLOAT_BYTES
 
     return hook
@@ -264,17 +285,20 @@ def _is_spikes(x: torch.Tensor, spike_tensors: set[int], meta: bool) -> bool:
 
 def _weights(frozen, reads: _Reads, block, counts: Counts, meta: bool, spike_linears: set[str]) -> None:
     """Bytes read per token and the stored footprint, per parameter as stored."""
-    owned = {}
+    owned, constants = {}, set()
     for path, module in frozen.named_modules():
+        prefix = f"{path}." if path else ""
         if isinstance(module, TernaryLinear):
-            owned[f"{path}.codes" if path else "codes"] = module
+            owned[prefix + ("codes" if module.mode == "frozen" else "weight")] = module
+        elif isinstance(module, LIF):
+            constants |= {prefix + name for name in module._non_persistent_buffers_set}
     for name, tensor in [*frozen.named_parameters(), *frozen.named_buffers()]:
-        if name.endswith(".weight") and name.removesuffix(".weight") + ".codes" in owned:
-            continue  # the float master weight of a frozen ternary linear is not deployed
+        if name in constants:
+            continue
         if name in owned:
-            bits = 2 * tensor.numel()
+            bits = counts.weight_bits * tensor.numel()
             counts.weights += tensor.numel()
-            counts.zero_weights += tensor.numel() * ZERO_FRACTION if meta else float((tensor == 0).sum())
+            counts.zero_weights += tensor.numel() * (ZERO_FRACTION if counts.weight_bits == 2 else 0.0) if meta else float((tensor == 0).sum())
         else:
             bits = 8 * FLOAT_BYTES * tensor.numel()
         counts.footprint_bits += bits

@@ -118,8 +118,8 @@ def ann_equivalents(counts: Counts, target: Target) -> dict[str, float | None]:
 
 
 def _float_weight_bytes(counts: Counts) -> float:
-    """The weights read per token if the ternary codes were fp32 (2 bits -> 32 bits)."""
-    return counts.total("weight_bytes") + counts.weights * (FLOAT_BYTES - 2 / 8)
+    """The weights read per token if the linears' weights were fp32 (weight_bits -> 32 bits)."""
+    return counts.total("weight_bytes") + counts.weights * (FLOAT_BYTES - counts.weight_bits / 8)
 
 
 def break_even_rate(counts: Counts, target: Target, snn_j: float, qann_j: float | None) -> float | None:

@@ -36,6 +36,19 @@ def _lut_to_dense(indices, lut, vector_axis=None):
     return lut[(*grid, indices.astype(np.int64), 0)]
 
 
+def _blockwise_shift_scale(data, scale, offset=None):
+    """iOS 18 ``constexpr_blockwise_shift_scale``: scale * (data - offset), one scale (and offset)
+    per block, block sizes data.shape / scale.shape."""
+    def blocks(values):
+        values = np.asarray(values, np.float32)
+        for axis, (size, count) in enumerate(zip(np.shape(data), values.shape)):
+            values = np.repeat(values, size // count, axis=axis)
+        return values
+
+    shifted = np.asarray(data, np.float32) - (0.0 if offset is None else blocks(offset))
+    return blocks(scale) * shifted
+
+
 def _split(x, axis, num_splits=None, split_sizes=None):
     """Several outputs: equal parts (``num_splits``) or the given ``split_sizes`` along ``axis``."""
     axis = int(axis)
@@ -111,4 +124,5 @@ OPS: dict[str, Callable] = {
     "split": _split,
     "gather": lambda x, indices, axis=0, batch_dims=0, validate_indices=False: np.take(x, np.asarray(indices, np.int64), axis=int(axis)),
     "constexpr_lut_to_dense": _lut_to_dense,
+    "constexpr_blockwise_shift_scale": _blockwise_shift_scale,
 }

@@ -28,7 +28,8 @@ from edgespike.chip import Chip
 from edgespike.errors import EdgespikeError
 from edgespike.models import build, get_family
 from edgespike.nn import LIF
-from edgespike.quant import ternarize, unpack_ternary
+from edgespike.quant import unpack_ternary
+from edgespike.quant.weights import quantize_weights
 from edgespike.runtimes.neuronchip.simulator import ChipLayer, LayerSim, Ledger, LifParams
 from edgespike.runtimes.registry import check_token
 
@@ -88,7 +89,7 @@ class NeuronChipSession:
         chip_tensors = _load(directory / CHIP_WEIGHTS)
         self.layers = chip_layers(mapping, chip_tensors)
         config = get_family(manifest["config"]["family"]).model_class.config_class.from_dict(manifest["config"])
-        model = ternarize(build(config)).eval()
+        model = quantize_weights(build(config), manifest.get("weights", "ternary")).eval()
         state = _load(directory / HOST_WEIGHTS)
         for layer in self.layers:
             state[f"{layer.name}.codes"] = torch.from_numpy(layer.codes)
@@ -99,7 +100,7 @@ class NeuronChipSession:
         model.load_state_dict(state)
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-        self.step_module = DecodeStep(model).eval()
+        self.step_module = DecodeStep(model, weights=manifest.get("weights", "ternary")).eval()
         self.sims = {layer.name: LayerSim(layer, self.chip) for layer in self.layers}
         for layer in self.layers:
             model.get_submodule(layer.name).forward = partial(self._linear, self.sims[layer.name])
