@@ -205,6 +205,46 @@ def import_command(
     console.print(f"imported {checkpoint} as {imported.family} into {directory} in {result['seconds']:.1f}s", highlight=False)
 
 
+@app.command("quantize-report")
+def quantize_report_command(
+    model: str = typer.Argument("demo", help=MODEL_HELP),
+    weights: str = typer.Option(",".join(("ternary", "int8", "int4", "fp16", "fp32")), help="Comma-separated weight formats."),
+    tokens: int = typer.Option(512, help="Held-out tokens the formats are compared on."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """What each weight format costs: held-out perplexity and agreement with the unquantized model."""
+    from edgespike import models
+    from edgespike.quant.report import quantize_report
+    from edgespike.quant.weights import WEIGHT_FORMATS
+    from edgespike.validate import held_out_tokens
+
+    formats = tuple(w.strip() for w in weights.split(",") if w.strip())
+    unknown = [w for w in formats if w not in WEIGHT_FORMATS]
+    if unknown or not formats:
+        raise EdgespikeError(f"unknown weight format {unknown[0] if unknown else weights!r}; choose from {', '.join(WEIGHT_FORMATS)}")
+    if tokens < 2:
+        raise EdgespikeError(f"--tokens must be >= 2, got {tokens}")
+    lm = models.load(model)
+    limit = getattr(lm.config, "max_seq_len", None)
+    if limit is not None and tokens > limit:
+        raise EdgespikeError(f"--tokens {tokens} is past the model's max_seq_len {limit}; pass --tokens {limit} or fewer")
+    with console.status("running every weight format", spinner="dots") if not json_out else contextlib.nullcontext():
+        report = quantize_report(lm, held_out_tokens(lm, tokens), formats)
+    if json_out:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table("weights", "perplexity", "top-1 vs model", "max|Δlogit|", "linear weights",
+                  title=f"{model}: {report['tokens']} tokens of {report['text']}; model perplexity {report['reference_perplexity']:.2f}")
+    for row in report["formats"]:
+        table.add_row(row["weights"], f"{row['perplexity']:.2f}", f"{row['top1_agreement']:.3f}",
+                      f"{row['max_abs_logit_diff']:.3g}", _human_bytes(row["linear_weight_bytes"]))
+    console.print(table)
+
+
+def _human_bytes(count: float) -> str:
+    return f"{count / 1e6:.2f} MB" if count >= 1e5 else f"{count / 1e3:.1f} kB"
+
+
 @app.command("generate")
 def generate_command(
     model: str = typer.Argument("demo", help=MODEL_HELP + " Or an exported artifact dir."),

@@ -248,7 +248,8 @@ class SlmsPulse(SpikingLM):
         state = self.init_state(tokens.shape[0]) if state is None else state
         seq = tokens.shape[1]
         positions = state[POSITION][:, None] + torch.arange(seq, device=tokens.device)[None]  # [B, S]
-        if not torch.compiler.is_exporting() and int(positions.max()) >= self.config.max_seq_len:
+        checkable = not (torch.compiler.is_exporting() or positions.is_meta)
+        if checkable and int(positions.max()) >= self.config.max_seq_len:
             raise EdgespikeError(
                 f"slms_pulse: position {int(positions.max())} is past max_seq_len {self.config.max_seq_len}; "
                 "start a new sequence (reset the state) or use a shorter prompt"

@@ -169,7 +169,7 @@ def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, fir
         return firing_rate * spikes.numel() if meta else float(torch.count_nonzero(spikes))
 
     # which linears read spikes: the tensors LIF / spike encoders emit (and views of them), by identity
-    spike_tensors: set[int] = set()
+    spike_tensors: dict[int, torch.Tensor] = {}  # id -> the spikes, held so that no other tensor reuses the id
     spike_linears: set[str] = set()  # paths of the linears whose input is spikes
     hooks = []
     for path, module in frozen.named_modules():
@@ -231,7 +231,7 @@ def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, fir
 def partial_spikes(block, path, spike_count, spike_tensors, d_model):
     def hook(_module, _inputs, out):
         spikes = out[0]  # [T(*S), B, ..., n] or [T, B, S, n]
-        spike_tensors.add(id(spikes))
+        spike_tensors[id(spikes)] = spikes
         b = block(path)
         b.neuron_updates += spikes.numel()
         b.spike_slots += spikes.numel()
@@ -276,7 +276,7 @@ def partial_linear(block, path, module: TernaryLinear, meta: bool, firing_rate, 
     return hook
 
 
-def _is_spikes(x: torch.Tensor, spike_tensors: set[int], meta: bool) -> bool:
+def _is_spikes(x: torch.Tensor, spike_tensors: dict[int, torch.Tensor], meta: bool) -> bool:
     """Spikes: a LIF / encoder output, or (views lose identity) integer-valued in [-1, 1]."""
     if id(x) in spike_tensors:
         return True
