@@ -72,7 +72,7 @@ class DecodeStep(nn.Module):
             StateSpec(name, buffer_name(name), tuple(value.shape)) for name, value in initial.items() if name != POSITION
         ]
         # spike_rates: also return [B, P], per LIF call the fraction of neurons x timesteps that
-        # fired for this token (spike_populations() names the P calls)
+        # fired for this token, graded spikes counted once (spike_populations() names the P calls)
         self.spike_rates = False
         for spec in self.specs:
             self.register_buffer(spec.buffer, initial[spec.name].clone())
@@ -111,7 +111,9 @@ class DecodeStep(nn.Module):
     def forward(self, tokens: Tensor, position: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         rates: list[Tensor] = []  # [B] per LIF call
         hooks = [
-            module.register_forward_hook(lambda _m, _i, out: rates.append(out[0].transpose(0, 1).flatten(1).mean(dim=1)))
+            module.register_forward_hook(
+                lambda _m, _i, out: rates.append((out[0] != 0).to(out[0].dtype).transpose(0, 1).flatten(1).mean(dim=1))
+            )
             for module in self.model.modules()
             if self.spike_rates and isinstance(module, LIF)
         ]

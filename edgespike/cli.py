@@ -35,6 +35,8 @@ console = Console()
 errors = Console(stderr=True)
 
 MODEL_HELP = "A model dir, 'demo' (the bundled model) or FAMILY:PRESET (e.g. evospikenet:tiny)."
+WEIGHTS_HELP = ("Weight format: ternary, int8, int4, fp16 or fp32 (default: ternary for ternary-trained models, "
+                "fp16 for dense ones; `edgespike quantize-report` measures each).")
 QUIET_LOGGERS = ("coremltools", "torch", "torchao", "executorch", "onnxscript")
 
 
@@ -380,9 +382,7 @@ def export_command(
     timesteps: Optional[int] = typer.Option(None, help="Unroll LIF neurons over T timesteps (default: the model's)."),
     precision: Optional[str] = typer.Option(None, help="fp16 or fp32 (default: fp16 for coreml, fp32 elsewhere)."),
     chip: Optional[str] = typer.Option(None, help="neuronchip: a chip preset (loihi, truenorth) or a chip .toml file."),
-    weights: Optional[str] = typer.Option(
-        None, help="Weight format: ternary, int8, int4, fp16 or fp32 (default: ternary for ternary-trained models, "
-        "fp16 for dense ones; `edgespike quantize-report` measures each)."),
+    weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP),
     validate: bool = typer.Option(True, "--validate/--no-validate", help="Check the artifact against eager PyTorch."),
     force: bool = typer.Option(False, "--force", help="Replace an existing artifact dir."),
     jobs: int = typer.Option(2, help="Targets exported at once, each in its own process (with --target all)."),
@@ -392,16 +392,13 @@ def export_command(
     from edgespike import models
     from edgespike.artifact import model_bytes
     from edgespike.exporters import EXPORTERS, ExportOptions
-    from edgespike.quant.weights import WEIGHT_FORMATS
 
     targets = list(EXPORTERS) if target == "all" else [target]
     unknown = [t for t in targets if t not in EXPORTERS]
     if unknown:
         raise EdgespikeError(f"unknown target {unknown[0]!r}; choose one of {', '.join(EXPORTERS)} or all")
     lm = models.load(model)  # fail fast on a bad model spec
-    if weights is not None and weights not in WEIGHT_FORMATS:
-        raise EdgespikeError(f"unknown weight format {weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
-    options = ExportOptions(timesteps=timesteps, precision=precision, chip=chip, weights=weights)
+    options = ExportOptions(timesteps=timesteps, precision=precision, chip=chip, weights=_weight_format(weights))
     base = out or Path("artifacts") / _model_name(model)
     destinations = {name: base / name if (out is None or len(targets) > 1) else out for name in targets}
     existing = [str(d) for d in destinations.values() if d.exists()]
@@ -433,6 +430,14 @@ def export_command(
         console.print(f"{r.target}: {r.path}", highlight=False)
 
 
+def _weight_format(weights: str | None) -> str | None:
+    from edgespike.quant.weights import WEIGHT_FORMATS
+
+    if weights is not None and weights not in WEIGHT_FORMATS:
+        raise EdgespikeError(f"unknown weight format {weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
+    return weights
+
+
 def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -443,6 +448,7 @@ def check_command(
     targets: str = typer.Option("all", help="Comma-separated targets to check, or all."),
     budgets: Optional[Path] = typer.Option(None, help="TOML budgets: a [default] table and one table per target overriding it."),
     report: Path = typer.Option(Path("check-report"), help="Dir for report.json and junit.xml."),
+    weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP),
     jobs: int = typer.Option(2, help="Targets checked at once, each in its own process."),
     json_out: bool = typer.Option(False, "--json", help="Print report.json to stdout instead of the table."),
 ):
@@ -452,7 +458,7 @@ def check_command(
     """
     from edgespike import models
     from edgespike.check import check_target, describe, load_budgets, write_report
-    from edgespike.exporters import EXPORTERS
+    from edgespike.exporters import EXPORTERS, ExportOptions
 
     names = list(EXPORTERS) if targets == "all" else [t.strip() for t in targets.split(",") if t.strip()]
     unknown = [t for t in names if t not in EXPORTERS]
@@ -460,7 +466,8 @@ def check_command(
         raise EdgespikeError(f"unknown target {unknown[0] if unknown else targets!r}; choose from {', '.join(EXPORTERS)} or all")
     limits = load_budgets(budgets, tuple(EXPORTERS))
     lm = models.load(model)  # fail fast on a bad model spec
-    reports = _per_target(names, check_target, lambda name: (model, name, limits[name]), jobs, json_out, model=lm)
+    options = ExportOptions(weights=_weight_format(weights))
+    reports = _per_target(names, check_target, lambda name: (model, name, limits[name], options), jobs, json_out, model=lm)
     result = write_report(report, model, reports, str(budgets) if budgets else None)
     if json_out:
         print(json.dumps(result, indent=2, default=str))

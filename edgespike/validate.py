@@ -82,8 +82,11 @@ def tolerance_for(target: str, precision: str) -> Tolerance:
 
 
 def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens: list[int] | None = None) -> dict:
-    """The validation record of the artifact in ``directory`` against ``model`` (eager)."""
+    """The validation record of the artifact in ``directory`` against ``model`` (eager). A
+    positional model's rollout and greedy run fit in its max_seq_len (the prompt is cut)."""
     tokens = tokens or held_out_tokens(model)
+    if "max_seq_len" in manifest:
+        tokens = tokens[: max(1, manifest["max_seq_len"] - GREEDY_TOKENS)]
     tolerance = tolerance_for(manifest["target"], manifest["precision"])
     session = _open(directory, manifest)
     reference = EagerSession(model, manifest["timesteps"], manifest.get("weights"))
@@ -103,7 +106,8 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
             for ours_spikes, eager in zip(artifact_spikes, eager_spikes):
                 flips += int((np.asarray(ours_spikes).reshape(eager.shape) != eager).sum())
                 spikes_compared += eager.size
-    greedy_ours, greedy_theirs = _greedy(session, ours), _greedy(reference, theirs)
+    steps_left = manifest["max_seq_len"] - len(tokens) if "max_seq_len" in manifest else None
+    greedy_ours, greedy_theirs = _greedy(session, ours, steps_left), _greedy(reference, theirs, steps_left)
     recorder.remove()
     stepwise = _stepwise(session, model, manifest, tokens) if manifest.get("state_precision", "fp32") != "fp32" else None
 
@@ -116,7 +120,7 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
         "runtime": session.runtime,
         **rollout.record(),
         "greedy_match": greedy_ours == greedy_theirs,
-        "greedy_tokens": GREEDY_TOKENS,
+        "greedy_tokens": len(greedy_ours),
         "spike_flip_rate": flips / spikes_compared if spikes_compared else None,
         "spikes_compared": spikes_compared,
         "tokens": len(tokens),
@@ -206,9 +210,9 @@ def _open(directory: Path, manifest: dict):
     return load_session(directory)
 
 
-def _greedy(session, logits: np.ndarray) -> list[int]:
+def _greedy(session, logits: np.ndarray, steps_left: int | None = None) -> list[int]:
     out = []
-    for _ in range(GREEDY_TOKENS):
+    for _ in range(GREEDY_TOKENS if steps_left is None else min(GREEDY_TOKENS, steps_left)):
         token = int(logits.argmax())
         out.append(token)
         logits = session.step(token)

@@ -192,7 +192,7 @@ def test_a_position_past_max_seq_len_is_an_error(imported):
     from edgespike.errors import EdgespikeError
 
     model = load(imported[1] / "model")
-    with pytest.raises(EdgespikeError, match="past max_seq_len 64"):
+    with pytest.raises(EdgespikeError, match="position 64 is past the model's max_seq_len 64"):
         model(torch.zeros(1, 65, dtype=torch.long))
 
 
@@ -246,3 +246,28 @@ def test_tokenizer_and_its_chat_template_are_carried(tmp_path, imported):
     assert json.loads((tmp_path / "m" / "tokenizer_config.json").read_text())["chat_template"] == "{{ messages }}"
     assert load(tmp_path / "m").tokenizer.get_vocab_size() == 2
 
+
+
+@pytest.mark.parametrize("target", ["onnx", "executorch", "coreml", "neuronchip"])
+def test_every_target_exports_the_imported_checkpoint_and_validates(imported, target, tmp_path):
+    """Default weights (fp16: the checkpoint is dense), the position input, max_seq_len 64: the
+    rollout is cut to fit (32 prompt + 32 greedy tokens) and a step past it is a clear error."""
+    from edgespike.errors import EdgespikeError
+    from edgespike.exporters import export
+    from edgespike.runtimes import load as load_session
+    from edgespike.validate import validate_artifact
+
+    model = load(imported[1] / "model")
+    result = export(model, target, tmp_path / target, validate=lambda d, m: validate_artifact(d, m, model))
+    manifest = result.manifest
+    assert manifest["weights"] == "fp16" and manifest["max_seq_len"] == 64
+    assert [i["name"] for i in manifest["inputs"]][:2] == ["tokens", "position"]
+    v = manifest["validation"]
+    assert v["passed"] and v["tokens"] == 32 and v["greedy_tokens"] == 32, v
+    session = load_session(result.path)
+    for token in range(64):
+        session.step(token % ARCH["vocab_size"])
+    with pytest.raises(EdgespikeError, match="position 64 is past the model's max_seq_len 64"):
+        session.step(0)
+    session.reset()
+    session.step(0)  # a reset starts a new sequence at position 0

@@ -251,7 +251,7 @@ class SlmsPulse(SpikingLM):
         checkable = not (torch.compiler.is_exporting() or positions.is_meta)
         if checkable and int(positions.max()) >= self.config.max_seq_len:
             raise EdgespikeError(
-                f"slms_pulse: position {int(positions.max())} is past max_seq_len {self.config.max_seq_len}; "
+                f"position {int(positions.max())} is past the model's max_seq_len {self.config.max_seq_len}; "
                 "start a new sequence (reset the state) or use a shorter prompt"
             )
         x = self.token_emb(tokens)
