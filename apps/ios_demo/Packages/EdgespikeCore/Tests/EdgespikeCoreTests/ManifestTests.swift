@@ -59,6 +59,30 @@ final class ManifestTests: XCTestCase {
         XCTAssertThrowsError(try noStates.validate())
     }
 
+    func testPositionalManifestNeedsItsPositionInputAndMaxSeqLen() throws {
+        let tokens: [String: Any] = ["name": "tokens", "dtype": "int32", "shape": [1, 1]]
+        let position: [String: Any] = ["name": "position", "dtype": "int32", "shape": [1]]
+        var object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.url("manifest.json"))) as? [String: Any])
+        object["inputs"] = [tokens, position]
+        object["max_seq_len"] = 1024
+        let positional = try JSONDecoder().decode(Manifest.self, from: JSONSerialization.data(withJSONObject: object))
+        XCTAssertNoThrow(try positional.validate())
+        XCTAssertEqual(positional.position?.shape, [1])
+        XCTAssertEqual(positional.maxSeqLen, 1024)
+        var model = signature(of: positional)
+        XCTAssertNoThrow(try positional.validate(against: model))
+        model.inputs["position"] = nil
+        XCTAssertThrowsError(try positional.validate(against: model))
+
+        object["max_seq_len"] = nil
+        XCTAssertThrowsError(try JSONDecoder().decode(Manifest.self, from: JSONSerialization.data(withJSONObject: object)).validate())
+        object["max_seq_len"] = 1024
+        object["inputs"] = [tokens, ["name": "segment", "dtype": "int32", "shape": [1]]]
+        XCTAssertThrowsError(try JSONDecoder().decode(Manifest.self, from: JSONSerialization.data(withJSONObject: object)).validate())
+        XCTAssertNil(try demo().position)  // ALiBi families take the token only
+        XCTAssertFalse(EdgespikeError.contextFull(maxSeqLen: 1024).localizedDescription.isEmpty)
+    }
+
     func testFolderProblemsAreTypedErrors() throws {
         let folder = FileManager.default.temporaryDirectory.appending(path: UUID().uuidString)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
