@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from edgespike.config import ModelConfig
+from edgespike.errors import EdgespikeError
 from edgespike.nn.ternary_linear import TernaryLinear
 
 State = dict[str, Tensor]
@@ -86,6 +87,18 @@ class SpikingLM(nn.Module):
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         raise NotImplementedError
+
+    def positions(self, tokens: Tensor, state: State) -> Tensor:
+        """[B, S]: the absolute positions of ``tokens`` in a positional model (state ``position``),
+        checked against ``config.max_seq_len`` where the values are known (not while exporting)."""
+        positions = state[POSITION][:, None] + torch.arange(tokens.shape[1], device=tokens.device)[None]
+        limit = self.config.max_seq_len
+        if not (torch.compiler.is_exporting() or positions.is_meta) and int(positions.max()) >= limit:
+            raise EdgespikeError(
+                f"position {int(positions.max())} is past the model's max_seq_len {limit}; "
+                "start a new sequence (reset the state) or use a shorter prompt"
+            )
+        return positions
 
     def check_tokens(self, tokens: Tensor) -> None:
         if tokens.dim() != 2:

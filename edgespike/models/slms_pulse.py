@@ -42,7 +42,6 @@ import torch
 from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig, SpikeConfig
-from edgespike.errors import EdgespikeError
 from edgespike.models.base import POSITION, SpikingLM, State, prefixed, sub_state
 from edgespike.models.registry import register_family
 from edgespike.nn import LIF, RMSNorm, causal_cache_attention, empty_cache, windowed_attention
@@ -246,16 +245,9 @@ class SlmsPulse(SpikingLM):
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self.check_tokens(tokens)
         state = self.init_state(tokens.shape[0]) if state is None else state
-        seq = tokens.shape[1]
-        positions = state[POSITION][:, None] + torch.arange(seq, device=tokens.device)[None]  # [B, S]
-        checkable = not (torch.compiler.is_exporting() or positions.is_meta)
-        if checkable and int(positions.max()) >= self.config.max_seq_len:
-            raise EdgespikeError(
-                f"position {int(positions.max())} is past the model's max_seq_len {self.config.max_seq_len}; "
-                "start a new sequence (reset the state) or use a shorter prompt"
-            )
+        positions = self.positions(tokens, state)
         x = self.token_emb(tokens)
-        new_state: State = {POSITION: state[POSITION] + seq}
+        new_state: State = {POSITION: state[POSITION] + tokens.shape[1]}
         for i, layer in enumerate(self.layers):
             x, layer_state = layer(x, positions, sub_state(state, f"layers.{i}."))
             new_state.update(prefixed(f"layers.{i}.", layer_state))
