@@ -128,7 +128,10 @@ class LayerSpec:
 
 
 def find_chip_layers(step: DecodeStep) -> list[LayerSpec]:
-    """The chip layers of a decode step, in execution order, from its captured graph."""
+    """The chip layers of a decode step, in execution order, from its captured graph (none
+    unless the weights are ternary: the chip's synapses hold 2-bit ternary codes)."""
+    if step.weights != "ternary":
+        return []
     graph = export_step(step).graph
     layers: dict[str, LayerSpec] = {}
     stage_of: dict[str, int] = {}
@@ -257,13 +260,15 @@ def lif_fixed_point(path: str, lif: LIF, chip: Chip, scale: torch.Tensor, bias: 
     }
 
 
-def _host_reason(module: nn.Module, path: str, chip_lifs: set[str]) -> str | None:
+def _host_reason(module: nn.Module, path: str, chip_lifs: set[str], weights: str) -> str | None:
     if isinstance(module, LIF):
         if path in chip_lifs:
             return None
         return chip_lif_refusal(module) or "LIF fed by host activations; its spikes cross the host link"
     if isinstance(module, SpikeEncoder):
         return "encodes host activations into spikes; they cross the host link"
+    if isinstance(module, TernaryLinear) and weights != "ternary":
+        return f"{weights} weights: the chip's synapses hold ternary codes (export with --weights ternary to map it)"
     if isinstance(module, TernaryLinear):
         return "input is not spikes (float activations): a float matmul"
     if isinstance(module, nn.Embedding):
@@ -321,7 +326,7 @@ def build_bundle(step: DecodeStep, chip: Chip, staging: Path) -> dict:
     for path, module in model.named_modules():
         if path in chip_names:
             continue
-        reason = _host_reason(module, path, chip_lifs)
+        reason = _host_reason(module, path, chip_lifs, step.weights)
         if reason:
             params = sum(t.numel() * t.element_size() for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)))
             host.append({"module": path, "type": type(module).__name__, "reason": reason, "bytes": params})
