@@ -179,7 +179,7 @@ def train_command(
 
 @app.command("import")
 def import_command(
-    source: str = typer.Argument(..., help="Checkpoint layout: slms-pulse (a torch-saved SLMS Pulse state_dict)."),
+    source: str = typer.Argument(..., help="Checkpoint layout: slms-pulse (a torch-saved SLMS Pulse state_dict) or spikingbrain (a SpikingBrain-7B Hugging Face dir: config.json + safetensors shards, base/SFT or W8ASpike)."),
     checkpoint: Path = typer.Argument(..., help="The published checkpoint (e.g. pulse_1b_gsm8k.bin)."),
     out: Path = typer.Option(..., help="Model dir to write (config.json, model.safetensors, tokenizer.json)."),
     preset: Optional[str] = typer.Option(None, help="The family preset the checkpoint was built with (e.g. pulse-1b)."),

@@ -11,7 +11,8 @@ full ``onnx.checker`` passes, and stock onnxruntime runs the file by inlining th
 
 Weights, each in its narrowest lossless form: ternary codes as INT2 initializers (four per
 byte) and int4 codes as INT4 (two per byte), each feeding a DequantizeLinear (opset 25); int8
-codes as INT8; fp16 weights as FLOAT16 behind a Cast.
+codes as INT8; fp16 weights as FLOAT16 behind a Cast. Past 1 GB of weights they are written to
+``model.onnx.data`` beside the graph (protobuf cannot hold 2 GB), and the session reads them there.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 DOMAIN = "ai.edgespike"
 OPSET = 25  # DequantizeLinear over INT2 needs opset 25
+# protobuf cannot serialize a message past 2 GB: larger weights go to one external data file
+EXTERNAL_DATA_BYTES, EXTERNAL_DATA_FILE = 1 << 30, "model.onnx.data"
 MODEL_FILE = "model.onnx"
 
 
@@ -350,6 +353,7 @@ def pack_initializers(model) -> dict[str, int]:
         dtype, raw = packed
         kind = {TensorProto.INT2: "int2", TensorProto.INT4: "int4", TensorProto.FLOAT16: "fp16"}[dtype]
         stored = helper.make_tensor(f"{init.name}.{kind}", dtype, list(init.dims), raw, raw=True)
+        init.ClearField("raw_data")  # free the wide copy now, not after the loop
         kept.append(stored)
         if dtype == TensorProto.FLOAT16:
             new_nodes.append(helper.make_node("Cast", [stored.name], [init.name], to=TensorProto.FLOAT, name=f"cast.{init.name}"))
@@ -408,8 +412,11 @@ class OnnxExporter:
         packed = pack_initializers(model)
         for node in model.graph.node:  # stack traces of the torch source: most of the file otherwise
             del node.metadata_props[:]
-        onnx.checker.check_model(model, full_check=True)
-        onnx.save(model, staging / MODEL_FILE)
+        if sum(len(init.raw_data) for init in model.graph.initializer) > EXTERNAL_DATA_BYTES:
+            onnx.save(model, staging / MODEL_FILE, save_as_external_data=True, location=EXTERNAL_DATA_FILE)
+        else:
+            onnx.save(model, staging / MODEL_FILE)
+        onnx.checker.check_model(str(staging / MODEL_FILE), full_check=True)
         log.info("onnx: %d ai.edgespike nodes, initializers packed: %s", len(used), packed)
         io = step_io(step)
         return {

@@ -18,11 +18,12 @@ class OnnxSession:
             raise missing_runtime("onnxruntime", "onnxruntime") from None
         self.manifest = manifest
         self.runtime = f"onnxruntime {ort.__version__} (CPU)"
-        model = onnx.load(str(directory / manifest["model_file"]))
+        model = onnx.load(str(directory / manifest["model_file"]), load_external_data=False)  # large weights stay on disk
         if extra_outputs:  # intermediate values: the LIF spikes, for validation
             model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in extra_outputs)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(directory))
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.names = [spec["name"] for spec in manifest["states"]]
         self.last_spikes: list[np.ndarray] = []  # the extra outputs of the last step

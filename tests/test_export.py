@@ -130,6 +130,18 @@ def test_weight_formats_store_narrow_and_validate_on_onnx(weights, tmp_path):
     assert matrices and {onnx.TensorProto.DataType.Name(i.data_type) for i in matrices} == {STORED_AS[weights]}
 
 
+def test_large_weights_go_to_an_external_data_file(tmp_path, monkeypatch):
+    """Past protobuf's 2 GB, ONNX keeps weights outside the graph: forced here on a tiny model."""
+    from edgespike.exporters import onnx as onnx_exporter
+
+    monkeypatch.setattr(onnx_exporter, "EXTERNAL_DATA_BYTES", 0)
+    result = _export("slms_pulse", "onnx", tmp_path, ExportOptions(weights="fp16"))
+    assert set(result.manifest["files"]) == {"model.onnx", "model.onnx.data"}
+    assert (result.path / "model.onnx.data").stat().st_size > (result.path / "model.onnx").stat().st_size
+    v = result.manifest["validation"]
+    assert v["passed"] and v["max_abs_logit_diff"] <= 1e-3
+
+
 def test_integer_formats_are_per_channel_grids_and_dense_models_default_to_fp16():
     from edgespike.capture import decode_step
 

@@ -44,3 +44,4 @@ def import_checkpoint(source: str, path: Path, options: ImportOptions) -> Path:
 
 
 from edgespike.importers import slms_pulse  # noqa: E402,F401  (registers)
+from edgespike.importers import spikingbrain  # noqa: E402,F401  (registers)

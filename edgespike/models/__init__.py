@@ -5,7 +5,7 @@
     save(model, dir, tokenizer=None)   config.json + model.safetensors (+ tokenizer.json)
 """
 
-from edgespike.models import evospikenet, neurogen, pulse, slms_pulse, spikingbrain, ultimate  # noqa: F401  (registers)
+from edgespike.models import evospikenet, neurogen, pulse, slms_pulse, spikingbrain, spikingbrain_hf, ultimate  # noqa: F401  (registers)
 from edgespike.models.base import SpikingLM, spike_rates
 from edgespike.models.format import DEMO_DIR, load, save
 from edgespike.models.registry import FAMILIES, build, create, get_family, preset_config, presets
