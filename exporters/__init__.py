@@ -117,6 +117,7 @@ def export(
         }
         manifest = write_manifest(staging, manifest)
         done("write")
+        del step  # the frozen copy of the model: validation builds its own reference
         if validate is not None:
             stage("validate")
             manifest["validation"] = validate(staging, manifest)

@@ -44,8 +44,9 @@ Deviations from the published code:
   T is fixed per input width n, ceil(log2(3 n + 1)), enough for every x_int (|x_int| <= max|x| / vth <= 3 n)
   while vth is not clamped at 1e4 (mean|x| <= 3e4). The coding is lossless either way.
 - Positions. Each sequence's absolute position is the ``position`` state (an input of the exported step),
-  limited to ``max_seq_len`` (max_position_embeddings); no attention mask / left padding. RoPE angles are
-  computed at run time in fp32 (in fp64 for an fp64 model), cos / sin then cast to the model's dtype.
+  limited to ``max_seq_len`` (max_position_embeddings); no attention mask / left padding. RoPE cos / sin are
+  tabulated for positions 0..max_seq_len-1 in fp32 (the values upstream computes per call), then cast to
+  the model's dtype (7B: 2 x 131072 x 64 fp32, 67 MB, non-persistent).
 - Training. Upstream QuantLinear asserts eval; here the roundings pass gradients straight through.
 - ``spike.timesteps`` is unused (the coding length is per linear, above). ``weights="ternary"`` trains the
   linears with edgespike's ternary QAT instead (not a published mode).
@@ -60,7 +61,6 @@ import torch
 from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig
-from edgespike.errors import EdgespikeError
 from edgespike.models.base import POSITION, SpikingLM, State, prefixed, sub_state
 from edgespike.models.registry import register_family
 from edgespike.nn import RMSNorm, SpikeEncoder, empty_cache, windowed_attention
@@ -243,19 +243,23 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """window_attention.py ``RotaryEmbedding`` (inv_freq non-persistent, angles in fp32)."""
+    """window_attention.py ``RotaryEmbedding`` (inv_freq non-persistent, angles in fp32). The cos / sin of
+    positions 0..max_seq_len-1 are tabulated once, in fp32 as upstream computes them per call (the same
+    products, so the same values), and looked up: no cos / sin in an exported step."""
 
-    def __init__(self, head_dim: int, theta: float):
+    def __init__(self, head_dim: int, theta: float, max_seq_len: int):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        freqs = torch.arange(max_seq_len, dtype=torch.int64).float()[:, None] * inv_freq[None]  # [N, head_dim / 2]
+        self.register_buffer("cos", freqs.cos(), persistent=False)
+        self.register_buffer("sin", freqs.sin(), persistent=False)
 
     def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """positions[B, S] -> cos, sin [B, S, 1, head_dim] in ``dtype``."""
-        angle_dtype = wide(self.inv_freq.dtype)
-        freqs = positions.to(angle_dtype)[..., None] * self.inv_freq.to(angle_dtype)
-        emb = torch.cat((freqs, freqs), dim=-1)[:, :, None]
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        """positions[B, S] -> cos, sin [B, S, 1, head_dim] in ``dtype`` (emb = cat(freqs, freqs))."""
+        cos = nn.functional.embedding(positions, self.cos).to(dtype)
+        sin = nn.functional.embedding(positions, self.sin).to(dtype)
+        return torch.cat((cos, cos), dim=-1)[:, :, None], torch.cat((sin, sin), dim=-1)[:, :, None]
 
 
 class FlashAttention(nn.Module):
@@ -270,7 +274,7 @@ class FlashAttention(nn.Module):
         self.k_proj = make_linear(model, cfg.d_model, cfg.n_kv_heads * self.head_dim, bias=True)
         self.v_proj = make_linear(model, cfg.d_model, cfg.n_kv_heads * self.head_dim, bias=True)
         self.o_proj = make_linear(model, cfg.n_heads * self.head_dim, cfg.d_model)
-        self.rotary_emb = RotaryEmbedding(self.head_dim, cfg.rope_theta)
+        self.rotary_emb = RotaryEmbedding(self.head_dim, cfg.rope_theta, cfg.max_seq_len)
         self.q_spikes = DynamicSpikes(self.head_dim, cfg.spike_k) if cfg.w8aspike else None
 
     def init_state(self, batch: int, like: Tensor) -> State:
@@ -305,12 +309,14 @@ def chunked_gla(q: Tensor, k: Tensor, v: Tensor, gk: Tensor, state: Tensor, chun
 
     for start in range(0, seq, chunk):
         qc, kc, vc = part(q, 3, start), part(k, 2, start), part(v, 2, start)
-        b = torch.cumsum(part(gk, 2, start), dim=2)  # [B, Hkv, c, dk]
+        b = part(gk, 2, start)
+        b = b if b.shape[2] == 1 else torch.cumsum(b, dim=2)  # [B, Hkv, c, dk]; a decode step needs no cumsum
         size = b.shape[2]
         steps = torch.arange(size, device=q.device)
         causal = (steps[:, None] >= steps[None, :]).to(q.dtype)  # [c(t), c(s)]
         decay = torch.exp((b[:, :, :, None] - b[:, :, None]).clamp(max=0.0)) * causal[:, :, None]  # [B, Hkv, t, s, dk]
-        scores = (qc[:, :, :, :, None, :] * (kc[:, :, None] * decay)[:, :, None]).sum(dim=-1)  # [B, Hkv, G, t, s]
+        keys = (kc[:, :, None] * decay).transpose(-1, -2)  # [B, Hkv, t, dk, s]
+        scores = (qc.transpose(2, 3) @ keys).transpose(2, 3)  # [B, Hkv, G, t, s]; rank <= 5 throughout (Core ML)
         inter = (qc * torch.exp(b)[:, :, None]) @ state[:, :, None]  # [B, Hkv, G, c, dv]
         outputs.append(inter + scores @ vc[:, :, None])
         last = b[:, :, -1:]  # [B, Hkv, 1, dk]
@@ -425,16 +431,9 @@ class SpikingBrainHF(SpikingLM):
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self.check_tokens(tokens)
         state = self.init_state(tokens.shape[0]) if state is None else state
-        seq = tokens.shape[1]
-        positions = state[POSITION][:, None] + torch.arange(seq, device=tokens.device)[None]  # [B, S]
-        checkable = not (torch.compiler.is_exporting() or positions.is_meta)
-        if checkable and int(positions.max()) >= self.config.max_seq_len:
-            raise EdgespikeError(
-                f"position {int(positions.max())} is past the model's max_seq_len {self.config.max_seq_len}; "
-                "start a new sequence (reset the state) or use a shorter prompt"
-            )
+        positions = self.positions(tokens, state)
         x = self.model.embeddings(tokens)
-        new_state: State = {POSITION: state[POSITION] + seq}
+        new_state: State = {POSITION: state[POSITION] + tokens.shape[1]}
         for i, layer in enumerate(self.layers):
             x, layer_state = layer(x, positions, sub_state(state, f"layers.{i}."))
             new_state.update(prefixed(f"layers.{i}.", layer_state))
