@@ -370,3 +370,22 @@ def test_one_model_safetensors_without_an_index_imports(tmp_path):
     model = load(tmp_path / "m").eval()
     with torch.no_grad():
         assert (model(TOKENS)[0] - reference_logits(state, HF, TOKENS, False)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("preset", ["tiny-base", "tiny"])
+def test_a_streamed_sharded_checkpoint_imports_tensor_for_tensor(preset, tmp_path):
+    """tests/synthetic_checkpoints.py (the 7B measurement's writer) on the tiny presets: many
+    small shards + index, imported, every tensor equal to what was written."""
+    from safetensors import safe_open
+
+    from synthetic_checkpoints import write_sharded
+
+    index = write_sharded(preset, tmp_path / "hf", shard_bytes=64 << 10, seed=3)
+    assert len(set(index["weight_map"].values())) > 2
+    result = run_cli("import", "spikingbrain", tmp_path / "hf", "--out", tmp_path / "m")
+    assert result.returncode == 0, result.stderr
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as imported:
+        for name, shard in index["weight_map"].items():
+            with safe_open(str(tmp_path / "hf" / shard), "pt") as original:
+                assert torch.equal(imported.get_tensor(name), original.get_tensor(name)), name
+    assert load(tmp_path / "m").config.w8aspike == (preset == "tiny")

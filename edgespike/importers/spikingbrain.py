@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from edgespike.config import ConfigError
 from edgespike.errors import EdgespikeError
 from edgespike.importers import ImportOptions, register_importer
-from edgespike.models.format import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, _replace_dir, load_tokenizer
+from edgespike.models.format import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, replace_dir, load_tokenizer
 from edgespike.models.registry import build
 from edgespike.models.spikingbrain_hf import EOS_TOKEN_ID, SpikingBrainHFConfig
 
@@ -336,7 +336,7 @@ def import_spikingbrain(path: Path, options: ImportOptions) -> Path:
             sidecar = path / "tokenizer_config.json"  # carries the chat template and the special tokens' names
             if sidecar.is_file():
                 shutil.copyfile(sidecar, staging / sidecar.name)
-        _replace_dir(staging, out)
+        replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -49,14 +49,14 @@ def write_dir(directory: str | Path, config: dict, tensors: dict[str, torch.Tens
             tokenizer.save(str(staging / TOKENIZER_FILE))
         for name, data in (extra_files or {}).items():
             (staging / name).write_bytes(data)
-        _replace_dir(staging, directory)
+        replace_dir(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
 
 
-def _replace_dir(staging: Path, directory: Path) -> None:
+def replace_dir(staging: Path, directory: Path) -> None:
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
         directory.rename(old)
