@@ -1,7 +1,7 @@
 """Exporters, one chain per family x target: export -> lower -> check structure -> run -> compare
 with the eager reference in the same weight format (validation, a 64-token rollout with the
-state carried). The per-family chains export ternary weights (also for slms_pulse, whose dense
-default is fp16); the weight formats are tested on their own below.
+state carried). The per-family chains export each family's default format (ternary for the
+ternary-trained families, fp16 for the published dense ones); the formats are tested below.
 
 Tolerances (edgespike.validate.TOLERANCES): fp32 ONNX/ExecuTorch max |logit diff| <= 1e-3 and
 top-1 agreement >= 0.99; spike flips are reported where the runtime exposes them (ONNX).
@@ -27,7 +27,7 @@ FAMILIES = sorted(models.FAMILIES)
 def _export(family, target, tmp_path, options=None, **kwargs):
     model = models.create(family, "tiny")
     return export(
-        model, target, tmp_path / target, options or ExportOptions(weights="ternary"), source=f"{family}:tiny",
+        model, target, tmp_path / target, options or ExportOptions(), source=f"{family}:tiny",
         validate=lambda d, m: validate_artifact(d, m, model), **kwargs,
     )
 
@@ -40,11 +40,15 @@ def test_onnx(family, tmp_path):
     model = onnx.load(str(result.path / "model.onnx"))
     onnx.checker.check_model(model, full_check=True)
     custom = Counter(n.op_type for n in model.graph.node if n.domain == "ai.edgespike")
-    assert custom["SpikeLinear"] > 0 and (custom["LIF"] > 0 or custom["SpikeEncode"] > 0)
+    assert custom["LIF"] > 0 or custom["SpikeEncode"] > 0
     assert {f.name for f in model.functions} == set(custom)
-    # ternary weights stored as INT2, never float
     int2 = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT2]
-    assert len(int2) == custom["SpikeLinear"] and all(len(i.raw_data) * 4 >= _numel(i) for i in int2)
+    if result.manifest["weights"] == "ternary":  # ternary weights stored as INT2, never float
+        assert custom["SpikeLinear"] > 0
+        assert len(int2) == custom["SpikeLinear"] and all(len(i.raw_data) * 4 >= _numel(i) for i in int2)
+    else:  # a dense family's default: fp16 weights behind a Cast
+        assert result.manifest["weights"] == "fp16" and not int2
+        assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
     names = [i.name for i in model.graph.input]
     positional = "max_seq_len" in result.manifest  # RoPE families take the token's position
     assert names[:1 + positional] == ["tokens", "position"][:1 + positional]
@@ -67,8 +71,11 @@ def test_executorch(family, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fp16_coreml(family, tmp_path):
     """Numeric on Linux through the MIL interpreter; the tolerance applies to the conversion record
-    (state set from eager every token), the rollout's numbers are reported, fp16 flips included."""
-    result = _export(family, "coreml", tmp_path)
+    (state set from eager every token), the rollout's numbers are reported, fp16 flips included.
+    Ternary weights for every family, so the 2-bit LUT structure check applies (spikingbrain_hf's
+    fp16-weight default sits at the tolerance's edge in fp16 compute: conversion top-1 0.875-0.94
+    by seed, its W8ASpike integer roundings flipping)."""
+    result = _export(family, "coreml", tmp_path, ExportOptions(weights="ternary"))
     v = result.manifest["validation"]
     assert v["passed"], v
     assert all(v["checks"].values())
@@ -158,7 +165,7 @@ def test_integer_formats_are_per_channel_grids_and_dense_models_default_to_fp16(
 
 def test_dense_model_exported_ternary_warns(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="edgespike.exporters"):
-        _export("slms_pulse", "onnx", tmp_path)
+        _export("slms_pulse", "onnx", tmp_path, ExportOptions(weights="ternary"))
     assert "trained with dense weights: ternarizing it after training changes what it computes" in caplog.text
 
 
