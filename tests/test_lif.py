@@ -262,8 +262,8 @@ def _assert_matches_eager(module, run, inputs):
 
 def test_onnx_function_runs_every_law_in_onnxruntime():
     """Through the exporter's translation and function bodies, checked, run by stock onnxruntime."""
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
+    import onnx
+    import onnxruntime as ort
     from edgespike.exporters import onnx as onnx_exporter
 
     module, inputs = Laws().eval(), _lowering_inputs()
@@ -297,7 +297,7 @@ def _coreml_program(module, inputs, path, ct):
 
 
 def test_coreml_composite_runs_every_law_in_the_mil_interpreter(tmp_path):
-    ct = pytest.importorskip("coremltools")
+    import coremltools as ct
     from edgespike.exporters.coreml import SPIKES_SUFFIX
 
     module, inputs = Laws().eval(), _lowering_inputs()
@@ -308,7 +308,7 @@ def test_coreml_composite_runs_every_law_in_the_mil_interpreter(tmp_path):
 
 
 def test_coreml_refuses_a_computed_lif_parameter(tmp_path):
-    ct = pytest.importorskip("coremltools")
+    import coremltools as ct
 
     class ComputedBeta(torch.nn.Module):
         def forward(self, current, v0, beta):
@@ -325,7 +325,6 @@ def test_coreml_refuses_a_computed_lif_parameter(tmp_path):
 
 
 def test_executorch_program_runs_every_law():
-    pytest.importorskip("executorch")
     from executorch.exir import to_edge
     from executorch.runtime import Runtime
 
