@@ -2,7 +2,8 @@
 
     decode_step(model, timesteps)   -> DecodeStep: tokens[B, 1] (+ position[B]) -> logits[B, V];
                                        the carried state lives in buffers that forward mutates
-                                       in place; weights ternarized (int8 codes + scale)
+                                       in place; weights frozen in the chosen format (ternary or
+                                       integer codes + scale, or floats: edgespike.quant.weights)
     export_step(step)               -> torch.export ExportedProgram, the IR every exporter reads
 
 State names: the model's dotted names ("layers.0.kv.k") are the public ones (manifests,
