@@ -35,6 +35,7 @@ class SpikingLM(nn.Module):
     """Base class: holds the config and the tokenizer, and switches TernaryLinear modes."""
 
     config_class: ClassVar[type[ModelConfig]]
+    positional: ClassVar[bool] = False  # its state holds each sequence's next absolute position (RoPE)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -73,17 +74,21 @@ class SpikingLM(nn.Module):
             for name, value in prefixed(f"layers.{i}.", layer.init_state(batch, like)).items()
         }
 
-    def run_layers(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """x through every block of ``self.layers``, each with its slice of the state."""
-        new_state: State = {}
+    def run_layers(self, x: Tensor, state: State, *inputs: Tensor) -> tuple[Tensor, State]:
+        """x through every block of ``self.layers``, each with ``inputs`` (e.g. the positions) and
+        its slice of the state; a positional model's position advances by the tokens in x."""
+        new_state: State = {POSITION: state[POSITION] + x.shape[1]} if self.positional else {}
         for i, layer in enumerate(self.layers):
-            x, layer_state = layer(x, sub_state(state, f"layers.{i}."))
+            x, layer_state = layer(x, *inputs, sub_state(state, f"layers.{i}."))
             new_state.update(prefixed(f"layers.{i}.", layer_state))
         return x, new_state
 
     def init_state(self, batch: int) -> State:
-        """The state of a fresh sequence; by default, that of the blocks in ``self.layers``."""
-        return self.layer_states(batch)
+        """The state of a fresh sequence; by default, that of the blocks in ``self.layers``
+        (and position 0, for a positional model)."""
+        if not self.positional:
+            return self.layer_states(batch)
+        return {POSITION: torch.zeros(batch, dtype=torch.long, device=self.state_like().device), **self.layer_states(batch)}
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         raise NotImplementedError

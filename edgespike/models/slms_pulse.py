@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig, SpikeConfig
-from edgespike.models.base import POSITION, SpikingLM, State, prefixed, sub_state
+from edgespike.models.base import SpikingLM, State, prefixed, sub_state
 from edgespike.models.registry import register_family
 from edgespike.nn import LIF, RMSNorm, causal_cache_attention, empty_cache, windowed_attention
 
@@ -230,6 +230,7 @@ class SpikingTransformerBlock(nn.Module):
 
 class SlmsPulse(SpikingLM):
     config_class = SlmsPulseConfig
+    positional = True
 
     def __init__(self, config: SlmsPulseConfig):
         super().__init__(config)
@@ -238,19 +239,10 @@ class SlmsPulse(SpikingLM):
         self.layers = nn.ModuleList(SpikingTransformerBlock(self, i) for i in range(config.n_layers))
         self.final_norm = RMSNorm(config.d_model, eps=config.norm_eps)
 
-    def init_state(self, batch: int) -> State:
-        like = self.state_like()
-        return {POSITION: torch.zeros(batch, dtype=torch.long, device=like.device), **self.layer_states(batch)}
-
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self.check_tokens(tokens)
         state = self.init_state(tokens.shape[0]) if state is None else state
-        positions = self.positions(tokens, state)
-        x = self.token_emb(tokens)
-        new_state: State = {POSITION: state[POSITION] + tokens.shape[1]}
-        for i, layer in enumerate(self.layers):
-            x, layer_state = layer(x, positions, sub_state(state, f"layers.{i}."))
-            new_state.update(prefixed(f"layers.{i}.", layer_state))
+        x, new_state = self.run_layers(self.token_emb(tokens), state, self.positions(tokens, state))
         return nn.functional.linear(self.final_norm(x), self.token_emb.weight), new_state  # tied head
 
 

@@ -55,13 +55,13 @@ Deviations from the published code:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig
-from edgespike.models.base import POSITION, SpikingLM, State, prefixed, sub_state
+from edgespike.models.base import SpikingLM, State, prefixed, sub_state
 from edgespike.models.registry import register_family
 from edgespike.nn import RMSNorm, SpikeEncoder, empty_cache, windowed_attention
 from edgespike.nn.ternary_linear import TernaryLinear
@@ -414,6 +414,7 @@ class HybridModel(nn.Module):
 
 class SpikingBrainHF(SpikingLM):
     config_class = SpikingBrainHFConfig
+    positional = True
 
     def __init__(self, config: SpikingBrainHFConfig):
         super().__init__(config)
@@ -424,19 +425,10 @@ class SpikingBrainHF(SpikingLM):
     def layers(self) -> nn.ModuleList:
         return self.model.layers
 
-    def init_state(self, batch: int) -> State:
-        like = self.state_like()
-        return {POSITION: torch.zeros(batch, dtype=torch.long, device=like.device), **self.layer_states(batch)}
-
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self.check_tokens(tokens)
         state = self.init_state(tokens.shape[0]) if state is None else state
-        positions = self.positions(tokens, state)
-        x = self.model.embeddings(tokens)
-        new_state: State = {POSITION: state[POSITION] + tokens.shape[1]}
-        for i, layer in enumerate(self.layers):
-            x, layer_state = layer(x, positions, sub_state(state, f"layers.{i}."))
-            new_state.update(prefixed(f"layers.{i}.", layer_state))
+        x, new_state = self.run_layers(self.model.embeddings(tokens), state, self.positions(tokens, state))
         return self.lm_head(self.model.norm(x)), new_state
 
 
