@@ -271,3 +271,18 @@ def test_every_target_exports_the_imported_checkpoint_and_validates(imported, ta
         session.step(0)
     session.reset()
     session.step(0)  # a reset starts a new sequence at position 0
+
+
+def test_training_updates_the_ffn_running_mean_with_momentum_0_9():
+    from edgespike.models import create
+
+    model = create("slms_pulse", "tiny").train()
+    ffn = model.layers[0].ffn
+    seen = []
+    ffn.swiglu.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().abs().mean()))
+    model(torch.randint(0, 256, (2, 8)))
+    assert torch.allclose(ffn.running_mean, 0.9 * torch.tensor(1.0) + 0.1 * seen[0])
+    before = ffn.running_mean.clone()
+    with torch.no_grad():
+        model.eval()(torch.randint(0, 256, (2, 8)))
+    assert torch.equal(ffn.running_mean, before)  # inference leaves it alone

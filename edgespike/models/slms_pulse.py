@@ -192,7 +192,8 @@ class SwiGLU(nn.Module):
 
 
 class SpikingSwiGLU(nn.Module):
-    """SwiGLU, then a LIF; scaled by the running mean of |SwiGLU(x)| kept in training."""
+    """SwiGLU, then a LIF; scaled by the running mean of |SwiGLU(x)|, which training updates with
+    momentum 0.9 before using it, as layers.py does."""
 
     def __init__(self, model: "SlmsPulse"):
         super().__init__()
@@ -201,9 +202,14 @@ class SpikingSwiGLU(nn.Module):
         self.timesteps = model.config.spike.timesteps
         self.spike_scale = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("running_mean", torch.tensor(1.0))
+        self.momentum = 0.9
 
     def forward(self, x: Tensor) -> Tensor:
-        return spike_rate(self.lif, self.swiglu(x), self.timesteps) * self.running_mean * self.spike_scale
+        current = self.swiglu(x)
+        if self.training:
+            with torch.no_grad():
+                self.running_mean.mul_(self.momentum).add_(current.abs().mean(), alpha=1 - self.momentum)
+        return spike_rate(self.lif, current, self.timesteps) * self.running_mean * self.spike_scale
 
 
 class SpikingTransformerBlock(nn.Module):
