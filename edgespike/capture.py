@@ -33,7 +33,7 @@ from edgespike.errors import EdgespikeError
 from edgespike.models.base import POSITION, SpikingLM
 from edgespike.models.registry import build
 from edgespike.nn import LIF
-from edgespike.quant.weights import WEIGHT_FORMATS, default_format, quantize_weights
+from edgespike.quant.weights import default_format, quantize_weights
 
 MAX_TIMESTEPS = 64
 
@@ -153,8 +153,6 @@ def decode_step(model: SpikingLM, timesteps: int | None = None, batch: int = 1, 
     (``edgespike.quant.weights``; None: ternary for ternary-trained models, else fp16)."""
     check_lowerable(model)
     weights = weights or default_format(model.config)
-    if weights not in WEIGHT_FORMATS:
-        raise EdgespikeError(f"unknown weight format {weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
     frozen = quantize_weights(with_timesteps(model, timesteps).float().eval(), weights)
     for parameter in frozen.parameters():
         parameter.requires_grad_(False)

@@ -217,13 +217,10 @@ def quantize_report_command(
     """What each weight format costs: held-out perplexity and agreement with the unquantized model."""
     from edgespike import models
     from edgespike.quant.report import quantize_report
-    from edgespike.quant.weights import WEIGHT_FORMATS
+    from edgespike.quant.weights import check_format
     from edgespike.validate import held_out_tokens
 
-    formats = tuple(w.strip() for w in weights.split(",") if w.strip())
-    unknown = [w for w in formats if w not in WEIGHT_FORMATS]
-    if unknown or not formats:
-        raise EdgespikeError(f"unknown weight format {unknown[0] if unknown else weights!r}; choose from {', '.join(WEIGHT_FORMATS)}")
+    formats = tuple(check_format(w.strip()) for w in weights.split(",") if w.strip()) or (check_format(weights),)
     if tokens < 2:
         raise EdgespikeError(f"--tokens must be >= 2, got {tokens}")
     lm = models.load(model)
@@ -431,11 +428,9 @@ def export_command(
 
 
 def _weight_format(weights: str | None) -> str | None:
-    from edgespike.quant.weights import WEIGHT_FORMATS
+    from edgespike.quant.weights import check_format
 
-    if weights is not None and weights not in WEIGHT_FORMATS:
-        raise EdgespikeError(f"unknown weight format {weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
-    return weights
+    return weights if weights is None else check_format(weights)
 
 
 def _fmt(value, spec: str) -> str:

@@ -7,6 +7,7 @@ and shape against the family's config, and writes an edgespike model dir.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,6 +26,14 @@ class ImportOptions:
 
 
 IMPORTERS: dict[str, Callable[[Path, ImportOptions], Path]] = {}
+
+
+def read_json(path: Path, what: str):
+    """A publisher's JSON file, or a one-line error naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EdgespikeError(f"{path} is not a readable JSON file ({what}): {err}") from None
 
 
 def register_importer(name: str, run: Callable[[Path, ImportOptions], Path]) -> None:

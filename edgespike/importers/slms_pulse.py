@@ -10,7 +10,6 @@ are checked and dropped (the reset is in the config). Dtypes stay as published.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pickle
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 from edgespike.config import ConfigError
 from edgespike.errors import EdgespikeError
-from edgespike.importers import ImportOptions, register_importer
+from edgespike.importers import ImportOptions, read_json, register_importer
 from edgespike.models.format import TOKENIZER_FILE, load_tokenizer, write_dir
 from edgespike.models.registry import build, preset_config
 from edgespike.models.slms_pulse import ROPE_DTYPES, SlmsPulseConfig, published_spike
@@ -36,10 +35,7 @@ ARCH_DEFAULTS = {
 
 def config_from_arch(path: Path) -> SlmsPulseConfig:
     """SpikingLLM's constructor arguments (inference.py's MODEL_ARCH and the defaults) as a config."""
-    try:
-        arch = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EdgespikeError(f"{path} is not a readable JSON file: {err}") from None
+    arch = read_json(path, "SpikingLLM's constructor arguments")
     if not isinstance(arch, dict):
         raise EdgespikeError(f"{path} must hold a JSON object of SpikingLLM's constructor arguments")
     known = (*REQUIRED_ARCH, *ARCH_DEFAULTS)

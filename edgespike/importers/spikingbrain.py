@@ -33,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 
 from edgespike.config import ConfigError
 from edgespike.errors import EdgespikeError
-from edgespike.importers import ImportOptions, register_importer
+from edgespike.importers import ImportOptions, read_json, register_importer
 from edgespike.models.format import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, replace_dir, load_tokenizer
 from edgespike.models.registry import build
 from edgespike.models.spikingbrain_hf import EOS_TOKEN_ID, SpikingBrainHFConfig
@@ -56,13 +56,6 @@ DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 QWEN2_SPLIT = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
-
-
-def read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EdgespikeError(f"{path} is not a readable JSON file ({what}): {err}") from None
 
 
 # --- config.json -----------------------------------------------------------------------------------

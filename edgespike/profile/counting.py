@@ -40,9 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from edgespike.capture import with_timesteps
 from edgespike.models.base import SpikingLM
 from edgespike.nn import LIF, SpikeEncoder, TernaryLinear
-from edgespike.quant.weights import default_format, quantize_weights
-
-WEIGHT_BITS = {"ternary": 2, "int4": 4, "int8": 8, "fp16": 16, "fp32": 32}  # a linear's weight, as stored
+from edgespike.quant.weights import WEIGHT_BITS, default_format, quantize_weights
 
 # absmean ternarization of Gaussian weights zeroes |w| < 0.5 E|w| = 0.5 sqrt(2/pi) sigma:
 # P(|z| < 0.399) = 0.31 (the assumed zero fraction where the weights are not real)

@@ -16,9 +16,7 @@ import torch
 
 from edgespike.models.base import SpikingLM
 from edgespike.nn import TernaryLinear
-from edgespike.quant.weights import WEIGHT_FORMATS, quantize_weights
-
-CODE_BITS = {"ternary": 2, "int4": 4, "int8": 8, "fp16": 16, "fp32": 32}
+from edgespike.quant.weights import WEIGHT_BITS, WEIGHT_FORMATS, quantize_weights
 
 
 def linear_weight_bytes(model: SpikingLM, weights: str) -> int:
@@ -27,7 +25,7 @@ def linear_weight_bytes(model: SpikingLM, weights: str) -> int:
     total = 0
     for module in model.modules():
         if isinstance(module, TernaryLinear):
-            total += module.in_features * module.out_features * CODE_BITS[weights] // 8
+            total += module.in_features * module.out_features * WEIGHT_BITS[weights] // 8
             if weights in ("int8", "int4"):
                 total += 4 * module.out_features
             elif weights == "ternary":

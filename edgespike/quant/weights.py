@@ -17,10 +17,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgespike.errors import EdgespikeError
 from edgespike.quant.ternary import _replace_linears, ternarize
 
 INTEGER_LEVELS = {"int8": 127, "int4": 7}
-WEIGHT_FORMATS = ("ternary", *INTEGER_LEVELS, "fp16", "fp32")
+WEIGHT_BITS = {"ternary": 2, "int8": 8, "int4": 4, "fp16": 16, "fp32": 32}  # a linear's weight, as stored
+WEIGHT_FORMATS = tuple(WEIGHT_BITS)
+
+
+def check_format(weights: str) -> str:
+    if weights not in WEIGHT_FORMATS:
+        raise EdgespikeError(f"unknown weight format {weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
+    return weights
 
 
 def default_format(config) -> str:
@@ -33,9 +41,7 @@ def quantize_weights(model: nn.Module, weights: str) -> nn.Module:
     """``model``'s linears (TernaryLinear and nn.Linear) in format ``weights``, changed in place."""
     from edgespike.nn.ternary_linear import TernaryLinear
 
-    if weights not in WEIGHT_FORMATS:
-        raise ValueError(f"unknown weight format {weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
-    if weights == "ternary":
+    if check_format(weights) == "ternary":
         return ternarize(model)
     _replace_linears(model, TernaryLinear)
     for module in model.modules():
