@@ -23,7 +23,6 @@ counter stops being exact past 2048. ALiBi families have no such input.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +30,6 @@ from torch import Tensor, nn
 
 from edgespike.errors import EdgespikeError
 from edgespike.models.base import POSITION, SpikingLM
-from edgespike.models.registry import build
 from edgespike.nn import LIF
 from edgespike.quant.weights import default_format, quantize_weights
 
@@ -136,16 +134,12 @@ class DecodeStep(nn.Module):
 
 
 def with_timesteps(model: SpikingLM, timesteps: int | None) -> SpikingLM:
-    """A copy of ``model`` unrolled over ``timesteps`` (the same weights, rebuilt from its config)."""
+    """A copy of ``model`` unrolled over ``timesteps`` (the same weights)."""
     if timesteps is None or timesteps == model.config.spike.timesteps:
         return copy.deepcopy(model)
     if not isinstance(timesteps, int) or not 1 <= timesteps <= MAX_TIMESTEPS:
         raise EdgespikeError(f"--timesteps must be an integer in [1, {MAX_TIMESTEPS}], got {timesteps}")
-    config = model.config.replace(spike=dataclasses.replace(model.config.spike, timesteps=timesteps))
-    rebuilt = build(config)
-    rebuilt.load_state_dict(model.state_dict())
-    rebuilt.tokenizer = model.tokenizer
-    return rebuilt
+    return model.retimed(timesteps)
 
 
 def decode_step(model: SpikingLM, timesteps: int | None = None, batch: int = 1, weights: str | None = None) -> DecodeStep:
@@ -165,17 +159,24 @@ def export_step(step: DecodeStep) -> torch.export.ExportedProgram:
         return torch.export.export(step, step.example_inputs(), strict=False)
 
 
-# Besides edgespike's own modules, the standard layers every exporter lowers.
-LOWERABLE = (nn.ModuleList, nn.ModuleDict, nn.Sequential, nn.Embedding, nn.Linear, nn.Identity)
+# Besides edgespike's own modules and users' own classes, the torch.nn layers every exporter lowers.
+LOWERABLE = (
+    nn.ModuleList, nn.ModuleDict, nn.Sequential, nn.Embedding, nn.Linear, nn.Identity, nn.LayerNorm, nn.RMSNorm,
+    nn.Dropout, nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softmax, nn.LeakyReLU, nn.Flatten,
+)  # fmt: skip
+LIBRARIES = ("torch", "snntorch")  # layers from these must be in LOWERABLE (or lowered to edgespike's)
 
 
 def check_lowerable(model: nn.Module) -> None:
-    """Fail early, naming the module, when ``model`` holds a layer no exporter can lower."""
+    """Fail early, naming the module, when ``model`` holds a library layer no exporter lowers.
+    Classes of the user's own code pass: their forward is traced down to torch ops."""
     for path, module in model.named_modules():
-        if type(module).__module__.startswith("edgespike.") or isinstance(module, LOWERABLE):
+        library = type(module).__module__.split(".")[0]
+        if library not in LIBRARIES or isinstance(module, LOWERABLE):
             continue
         supported = ", ".join(t.__name__ for t in LOWERABLE)
         raise EdgespikeError(
             f"module {path!r} of type {type(module).__module__}.{type(module).__qualname__} cannot be lowered; "
-            f"a decode step may hold edgespike modules (edgespike.nn, the model families) and {supported}"
+            f"a decode step may hold edgespike modules (edgespike.nn, the model families, snntorch's Leaky, RLeaky, "
+            f"Synaptic, RSynaptic), your own classes and torch.nn's {supported}"
         )

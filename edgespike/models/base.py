@@ -10,6 +10,7 @@ State names are dotted paths ("layers.0.attn.k"), built with ``prefixed``/``sub_
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import torch
@@ -57,6 +58,16 @@ class SpikingLM(nn.Module):
             if isinstance(module, TernaryLinear):
                 module.set_mode("qat" if weights == "ternary" else "float")
         self.config = self.config.replace(weights=weights)
+
+    def retimed(self, timesteps: int) -> "SpikingLM":
+        """A copy unrolled over ``timesteps``: rebuilt from the config, the same weights."""
+        from edgespike.models.registry import build
+
+        config = self.config.replace(spike=dataclasses.replace(self.config.spike, timesteps=timesteps))
+        rebuilt = build(config)
+        rebuilt.load_state_dict(self.state_dict())
+        rebuilt.tokenizer = self.tokenizer
+        return rebuilt
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
