@@ -38,7 +38,7 @@ class Chip:
     cores: int  # neuromorphic cores on the chip
     neurons_per_core: int  # neurons (compartments) one core updates
     synapse_bytes_per_core: int  # synapse memory per core, bytes
-    weight_bits: int  # bits per stored synaptic weight: 2 = ternary packed, 8 = int8
+    weight_bits: int  # widest synaptic weight a core stores, bits (signed); a layer's codes take their own width
     membrane_bits: int  # fixed-point membrane width, bits (signed)
     clock_hz: float  # time base the cycle counts use, Hz
     timestep_s: float  # minimum wall time of one algorithmic timestep (a tick), s; 0 = self-timed
@@ -77,7 +77,7 @@ class Chip:
             if value < 0:
                 raise ChipError(f"chip {self.name!r}: {spec.name} cannot be negative, got {value!r}; costs and times are >= 0")
         if not 2 <= self.weight_bits <= 8:
-            raise ChipError(f"chip {self.name!r}: weight_bits must be in [2, 8] (ternary needs 2), got {self.weight_bits}")
+            raise ChipError(f"chip {self.name!r}: weight_bits must be in [2, 8] (ternary needs 2, int8 8), got {self.weight_bits}")
         if not 8 <= self.membrane_bits <= 32:
             raise ChipError(f"chip {self.name!r}: membrane_bits must be in [8, 32], got {self.membrane_bits}")
         if self.mesh_width > self.tiles:
@@ -96,10 +96,9 @@ class Chip:
     def tiles(self) -> int:
         return -(-self.cores // self.cores_per_tile)
 
-    @property
-    def synapses_per_core(self) -> int:
-        """Weights one core stores at ``weight_bits`` each."""
-        return self.synapse_bytes_per_core * 8 // self.weight_bits
+    def synapses_per_core(self, bits: int) -> int:
+        """Weights of ``bits`` bits one core stores (2: ternary, 8: int8; at most ``weight_bits``)."""
+        return self.synapse_bytes_per_core * 8 // bits
 
     @property
     def membrane_limit(self) -> int:
@@ -147,12 +146,15 @@ def load_chip(name_or_path: str | Path = "loihi") -> Chip:
     elif path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ChipError(f"chip file {path} does not exist; pass a preset ({', '.join(CHIPS)}) or a .toml path")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ChipError(f"chip file {path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 TOML") from None
         origin = str(path)
     else:
         raise ChipError(f"unknown chip {str(name_or_path)!r}; choose a preset ({', '.join(CHIPS)}) or pass a .toml path")
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ChipError(f"chip {origin} is not valid TOML: {err}") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as err:
+        raise ChipError(f"chip {origin} is not valid TOML: {str(err)[:200]}") from None
     return Chip.from_dict(data)

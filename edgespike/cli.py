@@ -34,7 +34,9 @@ app = typer.Typer(
 console = Console()
 errors = Console(stderr=True)
 
-MODEL_HELP = "A model dir, 'demo' (the bundled model) or FAMILY:PRESET (e.g. evospikenet:tiny)."
+MODEL_HELP = ("A model dir, 'demo' (the bundled model), FAMILY:PRESET (e.g. evospikenet:tiny), or your own module as "
+              "FILE.py:FACTORY (this imports and runs FILE.py: only name files you trust).")
+CHECKPOINT_HELP = "With FILE.py:FACTORY: weights for the module (.safetensors, or a .pt state_dict read with weights_only)."
 WEIGHTS_HELP = ("Weight format: ternary, int8, int4, fp16 or fp32 (default: ternary for ternary-trained models, "
                 "fp16 for dense ones; `edgespike quantize-report` measures each).")
 QUIET_LOGGERS = ("coremltools", "torch", "torchao", "executorch", "onnxscript")
@@ -179,20 +181,29 @@ def train_command(
 
 @app.command("import")
 def import_command(
-    source: str = typer.Argument(..., help="Checkpoint layout: slms-pulse (a torch-saved SLMS Pulse state_dict) or spikingbrain (a SpikingBrain-7B Hugging Face dir: config.json + safetensors shards, base/SFT or W8ASpike)."),
-    checkpoint: Path = typer.Argument(..., help="The published checkpoint (e.g. pulse_1b_gsm8k.bin)."),
+    source: str = typer.Argument(..., help="Checkpoint layout: slms-pulse (a torch-saved SLMS Pulse state_dict), spikingbrain (a SpikingBrain-7B Hugging Face dir: config.json + safetensors shards, base/SFT or W8ASpike) or nir (a NIR graph, nir.write HDF5: a chain of Affine / Linear / LIF / CubaLIF nodes)."),
+    checkpoint: Path = typer.Argument(..., help="The published checkpoint (e.g. pulse_1b_gsm8k.bin), or GRAPH.nir."),
     out: Path = typer.Option(..., help="Model dir to write (config.json, model.safetensors, tokenizer.json)."),
     preset: Optional[str] = typer.Option(None, help="The family preset the checkpoint was built with (e.g. pulse-1b)."),
     config: Optional[Path] = typer.Option(None, help="ARCH.json: the publisher's constructor arguments, instead of --preset."),
     tokenizer: Optional[Path] = typer.Option(None, help="tokenizer.json to carry in (a tokenizer_config.json beside it comes too)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing model dir."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    vocab_size: Optional[int] = typer.Option(None, help="nir: vocabulary size (default: the embedding file's rows, or the graph's input width for one-hot)."),
+    embedding: str = typer.Option("random", help="nir: token -> input current: one-hot, random (seeded) or FILE.safetensors holding one tensor [V, d] (or an edgespike NIR export's host.safetensors)."),
+    readout: Optional[str] = typer.Option(None, help="nir: per token, the last node's membrane, spikes (its last timestep) or rate (mean over the timesteps); default: the graph's metadata, else membrane."),
+    head: Optional[str] = typer.Option(None, help="nir: readout -> logits: none, random or FILE.safetensors [V, out] (default: none when the graph's output is V wide, else random)."),
+    timesteps: Optional[int] = typer.Option(None, help="nir: graph steps per token, the token's input held (default: the graph's metadata, else 1)."),
+    dt: Optional[float] = typer.Option(None, help="nir: seconds per step, beta = 1 - dt/tau (default: the graph's metadata, else snntorch's 1e-4)."),
+    reset_law: str = typer.Option("snntorch", help="nir: reset of neurons whose metadata states none: snntorch (subtract, one step late: what snntorch.export_to_nir graphs compute) or nir (to v_reset = 0 at once)."),
 ):
-    """Import a published checkpoint into an edgespike model dir: nothing unpickled beyond plain tensors, every key and shape checked."""
+    """Import a published checkpoint or a NIR graph into an edgespike model dir: nothing unpickled beyond plain tensors, nothing executed, every key and shape checked."""
     from edgespike.importers import ImportOptions, import_checkpoint
+    from edgespike.importers.nir import NirOptions
     from edgespike.models.format import read_config
 
-    options = ImportOptions(out=out, preset=preset, config=config, tokenizer=tokenizer, force=force)
+    nir = NirOptions(vocab_size=vocab_size, embedding=embedding, readout=readout, head=head, timesteps=timesteps, dt=dt, reset_law=reset_law)
+    options = ImportOptions(out=out, preset=preset, config=config, tokenizer=tokenizer, force=force, nir=nir)
     started = time.perf_counter()
     with console.status(f"importing {checkpoint} ({source})", spinner="dots") if not json_out else contextlib.nullcontext():
         directory = import_checkpoint(source, checkpoint, options)
@@ -253,6 +264,7 @@ def generate_command(
     top_k: int = typer.Option(40, help="Sample among the k most likely tokens; 0 for all."),
     seed: int = typer.Option(0, help="Sampling seed."),
     stream: bool = typer.Option(True, "--stream/--no-stream", help="Print the text as it is generated."),
+    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
 ):
     """Continue a prompt with a model or an exported artifact."""
     from edgespike import models
@@ -276,7 +288,7 @@ def generate_command(
             raise EdgespikeError(f"{model} has no tokenizer.json; export a model that has a tokenizer")
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
     else:
-        lm = models.load(model).eval()
+        lm = models.load(_model_spec(model, checkpoint)).eval()
         if lm.tokenizer is None:
             raise EdgespikeError("this model has no tokenizer (an untrained preset?); train it with `edgespike train` first")
         step, tokenizer = eager_step(lm), lm.tokenizer
@@ -314,10 +326,26 @@ def _print_simulator_stats(per_token: list[dict]) -> None:
     )
 
 
-TARGET_HELP = "coreml, onnx, executorch, neuronchip, or all."
+TARGET_HELP = "coreml, onnx, executorch, neuronchip, nir, or all."
+
+
+def _model_spec(model: str, checkpoint: Path | None) -> str:
+    """The model spec with ``--checkpoint`` folded in: /abs/FILE.py:FACTORY[@/abs/WEIGHTS]."""
+    from edgespike.models.module import factory_spec, is_factory_spec
+
+    if is_factory_spec(model):
+        return factory_spec(model, checkpoint)
+    if checkpoint is not None:
+        raise EdgespikeError("--checkpoint goes with a FILE.py:FACTORY model; a model dir holds its own weights")
+    return model
 
 
 def _model_name(spec: str) -> str:
+    from edgespike.models.module import FACTORY_SPEC
+
+    factory = FACTORY_SPEC.match(spec)
+    if factory:
+        return f"{Path(factory['file']).stem}-{factory['factory']}"
     return Path(spec).name if Path(spec).exists() else spec.replace(":", "-")
 
 
@@ -384,6 +412,7 @@ def export_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing artifact dir."),
     jobs: int = typer.Option(2, help="Targets exported at once, each in its own process (with --target all)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifests as JSON."),
+    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
 ):
     """Export one decode step to CoreML, ONNX, ExecuTorch and/or NeuronChip, validated against eager PyTorch."""
     from edgespike import models
@@ -394,6 +423,7 @@ def export_command(
     unknown = [t for t in targets if t not in EXPORTERS]
     if unknown:
         raise EdgespikeError(f"unknown target {unknown[0]!r}; choose one of {', '.join(EXPORTERS)} or all")
+    model = _model_spec(model, checkpoint)
     lm = models.load(model)  # fail fast on a bad model spec
     options = ExportOptions(timesteps=timesteps, precision=precision, chip=chip, weights=_weight_format(weights))
     base = out or Path("artifacts") / _model_name(model)
@@ -446,6 +476,7 @@ def check_command(
     weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP),
     jobs: int = typer.Option(2, help="Targets checked at once, each in its own process."),
     json_out: bool = typer.Option(False, "--json", help="Print report.json to stdout instead of the table."),
+    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
 ):
     """Conversion check for CI: export every target, validate it, hold it to budgets.
 
@@ -460,6 +491,7 @@ def check_command(
     if unknown or not names:
         raise EdgespikeError(f"unknown target {unknown[0] if unknown else targets!r}; choose from {', '.join(EXPORTERS)} or all")
     limits = load_budgets(budgets, tuple(EXPORTERS))
+    model = _model_spec(model, checkpoint)
     lm = models.load(model)  # fail fast on a bad model spec
     options = ExportOptions(weights=_weight_format(weights))
     reports = _per_target(names, check_target, lambda name: (model, name, limits[name], options), jobs, json_out, model=lm)
@@ -499,6 +531,7 @@ def profile_command(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the full report (with every constant's source) here."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG: spike rate per layer, energy breakdown per target."),
     list_targets: bool = typer.Option(False, "--list", help="List the targets and exit."),
+    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
 ):
     """Operations, measured spike sparsity, and estimated energy and latency per token on each target."""
     from edgespike.profile import ProfileOptions, profile, sweep
@@ -508,6 +541,7 @@ def profile_command(
         for name in target_names():
             console.print(f"[bold]{name}[/]: {load_target(name).summary}", highlight=False)
         return
+    model = _model_spec(model, checkpoint)
     options = ProfileOptions(targets=target, text_file=text, corpus=corpus, tokens=tokens, firing_rate=firing_rate, timesteps=timesteps)
     with console.status("profiling"):
         if sweep_spec:

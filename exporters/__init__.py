@@ -22,7 +22,7 @@ from edgespike.artifact import write_manifest, staged
 from edgespike.capture import decode_step
 from edgespike.errors import EdgespikeError
 from edgespike.exporters.registry import EXPORTERS, PRECISIONS, ExportOptions, register_exporter
-from edgespike.exporters import coreml, executorch, neuronchip, onnx  # noqa: F401  (register the targets)
+from edgespike.exporters import coreml, executorch, neuronchip, nir, onnx  # noqa: F401  (register the targets)
 from edgespike.models.base import SpikingLM
 
 log = logging.getLogger(__name__)

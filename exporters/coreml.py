@@ -165,8 +165,13 @@ class CoreMLExporter:
             ct.StateType(wrapped_type=ct.TensorType(shape=spec.shape, dtype=np.float16), name=spec.buffer)
             for spec in step.specs
         ]
+        # fuse_linear_bias would fold a layer's bias add into its linear under a new weight name,
+        # hiding the coded weight from the compression below (and the spike linear's meaning)
+        pipeline = ct.PassPipeline.DEFAULT
+        pipeline.remove_passes({"common::fuse_linear_bias"})
         mlmodel = ct.convert(
             program,
+            pass_pipeline=pipeline,
             inputs=[ct.TensorType(name="tokens", shape=(step.batch, 1), dtype=np.int32)]
             + [ct.TensorType(name=POSITION, shape=(step.batch,), dtype=np.int32)] * step.positional,
             outputs=[ct.TensorType(name=name) for name in (("logits", "spike_rates") if populations else ("logits",))],

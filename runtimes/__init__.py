@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgespike.artifact import read_manifest
 from edgespike.errors import EdgespikeError
-from edgespike.runtimes import coreml, eager, executorch, neuronchip, onnxruntime  # noqa: F401  (register the runtimes)
+from edgespike.runtimes import coreml, eager, executorch, neuronchip, nir, onnxruntime  # noqa: F401  (register the runtimes)
 from edgespike.runtimes.registry import RUNTIMES, Session, register_runtime
 
 __all__ = ["RUNTIMES", "Session", "load", "register_runtime"]

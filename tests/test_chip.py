@@ -32,9 +32,12 @@ def test_loihi_preset_carries_the_published_figures():
     assert (chip.cores, chip.neurons_per_core) == (128, 1024)
     assert chip.synop_energy_j == pytest.approx(23.6e-12)
     assert chip.spike_local_energy_j == pytest.approx(1.7e-12)
+    # up to 8-bit synaptic weights (Davies et al. 2018; Lava's weightutils), ternary ones packed 4x denser
+    assert chip.weight_bits == 8 and chip.synapses_per_core(2) == 4 * chip.synapses_per_core(8) == 4 * 131072
     truenorth = load_chip("truenorth")
     assert truenorth.cores * truenorth.neurons_per_core == 1 << 20
     assert truenorth.timestep_s == pytest.approx(1e-3)
+    assert truenorth.weight_bits == 2  # binary crossbar: ternary via two axon types, nothing wider
 
 
 @pytest.mark.parametrize("name", CHIPS)

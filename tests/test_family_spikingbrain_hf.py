@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -389,3 +390,65 @@ def test_a_streamed_sharded_checkpoint_imports_tensor_for_tensor(preset, tmp_pat
             with safe_open(str(tmp_path / "hf" / shard), "pt") as original:
                 assert torch.equal(imported.get_tensor(name), original.get_tensor(name)), name
     assert load(tmp_path / "m").config.w8aspike == (preset == "tiny")
+
+
+def test_w8aspike_spike_fed_linears_run_on_the_neuronchip_exactly(w8aspike, tmp_path):
+    """The imported W8ASpike on the NeuronChip: every spike-fed QuantLinear on cores with its 8-bit group
+    codes, the chip's per-group integer sums equal to codes_g . round(x / vth)_g from eager's own inputs,
+    the logits of the simulated bundle within float rounding of eager, top-1 equal."""
+    from edgespike.exporters import export
+    from edgespike.models.spikingbrain_hf import QuantLinear
+    from edgespike.runtimes import load as load_artifact
+    from edgespike.runtimes.eager import EagerSession
+
+    model = load(w8aspike[1] / "model").eval()
+    session = load_artifact(export(model, "neuronchip", tmp_path / "chip").path)
+    mapping = session.mapping
+    eager = EagerSession(model)
+    quant = {n: m for n, m in eager.step_module.model.named_modules() if isinstance(m, QuantLinear)}
+    spiked = {n for n, m in quant.items() if m.spikes is not None}
+    layers = {record["name"]: record for record in mapping["layers"]}
+    assert set(layers) == spiked and len(spiked) == 26  # q k v (gk) o gate up per layer; down_proj is not spiked
+    assert {(r["weight_bits"], r["group_size"], r["groups"], r["coded_input"]["time_weighting"]) for r in layers.values()} == {(8, GROUP, 2, "chip")}
+    host = {h["module"]: h["reason"] for h in mapping["host"]}
+    assert "float weights" in host["model.layers.0.mlp.down_proj"] and "lm_head" in host
+
+    sums, inputs = {}, {}
+
+    def recorded(name, accumulate):
+        def run(*args):
+            sums[name] = accumulate(*args)
+            return sums[name]
+        return run
+
+    for name, sim in session.sims.items():
+        sim.accumulate_coded = recorded(name, sim.accumulate_coded)
+        quant[name].register_forward_pre_hook(lambda _m, args, name=name: inputs.__setitem__(name, args[0]))
+    worst = 0.0
+    for token in TOKENS[0].tolist():
+        ours, reference = session.step(token), eager.step(token)
+        worst = max(worst, float(abs(ours - reference).max()))
+        assert ours.argmax() == reference.argmax()
+        for name in spiked:  # the integer path, from eager's input to this linear
+            module = quant[name]
+            x_int = module.spikes.integers(inputs[name])[0].reshape(-1, module.in_features).to(torch.int64)
+            grouped = module.weight.reshape(module.out_features, -1, GROUP)
+            codes = torch.round(grouped / module.weight_quantizer.scales).to(torch.int64)  # [out, G, group]
+            expected = torch.einsum("ogi,mgi->mog", codes, x_int.reshape(x_int.shape[0], -1, GROUP))
+            assert np.array_equal(sums[name], expected.numpy()), name
+    assert worst <= 1e-4
+    stats = session.stats
+    assert stats["synops"] > 0 and stats["host_link_bits_out"] > 0
+
+
+def test_w8aspike_on_a_chip_with_2_bit_synapses_stays_on_the_host_and_says_why(w8aspike, tmp_path):
+    from edgespike.capture import decode_step
+    from edgespike.exporters import ExportOptions
+    from edgespike.exporters.neuronchip import NeuronChipExporter
+
+    step = decode_step(load(w8aspike[1] / "model").eval())
+    NeuronChipExporter().lower(step, ExportOptions(precision="fp32", chip="truenorth"), tmp_path)
+    mapping = json.loads((tmp_path / "chip.json").read_text())
+    host = {h["module"]: h["reason"] for h in mapping["host"]}
+    assert mapping["layers"] == []
+    assert "8-bit weight codes" in host["model.layers.0.attn.q_proj"] and "weight_bits >= 8" in host["model.layers.0.attn.q_proj"]

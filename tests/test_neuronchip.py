@@ -12,7 +12,7 @@ from edgespike.capture import decode_step
 from edgespike.chip import Chip, load_chip
 from edgespike.errors import EdgespikeError
 from edgespike.exporters import ExportOptions, export
-from edgespike.exporters.neuronchip import LayerSpec, NeuronChipExporter, place
+from edgespike.exporters.neuronchip import LayerSpec, NeuronChipExporter, place, time_weighting
 from edgespike.nn import LIF
 from edgespike.runtimes import load
 from edgespike.runtimes.eager import EagerSession
@@ -70,6 +70,60 @@ def test_hand_computed_layer_mapping_cycles_spikes_energy():
     assert energy["spikes_routed"] == pytest.approx(3 * (0.5e-12 + 1.5e-12))
     assert energy["host_link"] == pytest.approx(32e-12) and energy["static"] == pytest.approx(1e-6 * 51e-6)
     assert stats["energy_j"] == pytest.approx(110e-12)
+
+
+@pytest.mark.parametrize("weighting, bits_out", [("chip", 4 * 6), ("host", 2 * 4 * 4)])
+def test_hand_computed_coded_layer_sums_groups_and_weights_timesteps(weighting, bits_out):
+    """A W8ASpike-style layer: 2 neurons, 4 inputs in 2 groups of 2, bitwise inputs over T = 2 steps."""
+    chip = toy_chip(weight_bits=8, synapse_bytes_per_core=8)
+    spec = LayerSpec("fc", fan_in=4, neurons=2, source="fc.spikes", signed=True, bits=8, group=2, timesteps=2)
+    # 8-bit codes: 4 bytes per neuron, 2 compartments per neuron: one neuron per 2-neuron core
+    assert [(s.core, s.start, s.stop) for s in place([spec], chip)["fc"]] == [(0, 0, 1), (1, 1, 2)]
+    codes = np.array([[3, -1, 0, 2], [1, 1, -2, 0]], dtype=np.int8)
+    scale = np.array([[0.5, 0.25], [1.0, 2.0]], dtype=np.float32)  # [neurons, groups]
+    layer = ChipLayer("fc", 0, codes, scale, None, [(0, 0, 1), (1, 1, 2)], None, signed_input=True,
+                      group_size=2, timesteps=2, time_weighting=weighting)
+    spikes = np.array([[[1, 0, -1, 1]], [[0, 1, 1, -1]]], dtype=np.float32)  # x_int = 2 s[0] + s[1] = [2, 1, -1, 1]
+    ledger, sim = Ledger(chip), LayerSim(layer, chip)
+    ledger.open(layer, (0,), 2)
+    weighted = sim.accumulate_coded(spikes, ledger, new_stage=True)
+    # neuron 0: group 0: 3*2 - 1*1 = 5, group 1: 0*-1 + 2*1 = 2; neuron 1: 1*2 + 1*1 = 3, -2*-1 + 0 = 2
+    assert weighted[0].tolist() == [[5, 2], [3, 2]]
+    # y = vth * sum_g s_g A_g: (5*0.5 + 2*0.25) * 0.5, (3*1 + 2*2) * 0.5
+    assert sim.readout_coded(weighted, np.array([0.5], np.float32))[0].tolist() == [1.5, 3.5]
+    stats = ledger.stats()
+    # 3 active inputs per step x 2 neurons; one update per compartment (2 x 2) per step
+    assert (stats["synops"], stats["neuron_updates"]) == (12, 8)
+    # in: 4 signed inputs x 2 steps x 2 bits. out, |acc_g| <= 2 * 3 = 6: once A_g (|A_g| <= 6 * 3: 6 bits) for
+    # 4 compartments, or every step's sum (4 bits) twice
+    assert (stats["host_link_bits_in"], stats["host_link_bits_out"]) == (16, bits_out)
+
+
+def test_the_shift_add_runs_on_chip_while_the_membrane_holds_it():
+    spec = LayerSpec("fc", fan_in=4, neurons=2, source="fc.spikes", signed=True, bits=8, group=2, timesteps=2)
+    assert time_weighting(spec, 3, toy_chip(membrane_bits=8)) == "chip"  # 2 * 3 * (2^2 - 1) = 18 <= 127
+    spec.timesteps = 8
+    assert time_weighting(spec, 3, toy_chip(membrane_bits=8)) == "host"  # 6 * 255 = 1530 > 127
+    assert time_weighting(spec, 3, toy_chip(membrane_bits=16)) == "chip"
+
+
+def test_int8_spike_fed_linears_map_on_8_bit_synapses_and_2_bit_chips_refuse_them(tmp_path):
+    step = decode_step(models.create("pulse", "tiny"), weights="int8")
+    loihi, truenorth = tmp_path / "loihi", tmp_path / "truenorth"
+    for chip, staging in (("loihi", loihi), ("truenorth", truenorth)):
+        staging.mkdir()
+        NeuronChipExporter().lower(step, ExportOptions(precision="fp32", chip=chip), staging)
+    mapped = json.loads((loihi / "chip.json").read_text())
+    assert mapped["layers"] and {r["weight_bits"] for r in mapped["layers"]} == {8}
+    assert all(r["groups"] == 1 and r["coded_input"] is None for r in mapped["layers"])
+    assert any(r["lif"] for r in mapped["layers"])  # the LIFs they drive run on the same neurons
+    refused = json.loads((truenorth / "chip.json").read_text())
+    reasons = {h["module"]: h["reason"] for h in refused["host"]}
+    assert refused["layers"] == []
+    for record in mapped["layers"]:
+        assert "8-bit weight codes" in reasons[record["name"]] and "weight_bits >= 8" in reasons[record["name"]]
+        if record["lif"]:  # its LIF falls back to the host with it
+            assert record["lif"]["module"] in reasons
 
 
 def test_fixed_point_lif_leaks_by_shift_and_resets_by_subtraction():

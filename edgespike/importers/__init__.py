@@ -22,6 +22,7 @@ class ImportOptions:
     config: Path | None = None  # the publisher's architecture file
     tokenizer: Path | None = None  # tokenizer.json to carry into the model dir
     force: bool = False
+    nir: object | None = None  # edgespike.importers.nir.NirOptions: the embedding and readout around a NIR graph
     notes: list[str] = field(default_factory=list)  # what the importer decided, for the user
 
 
@@ -54,3 +55,4 @@ def import_checkpoint(source: str, path: Path, options: ImportOptions) -> Path:
 
 from edgespike.importers import slms_pulse  # noqa: E402,F401  (registers)
 from edgespike.importers import spikingbrain  # noqa: E402,F401  (registers)
+from edgespike.importers import nir  # noqa: E402,F401  (registers)

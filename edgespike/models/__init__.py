@@ -1,13 +1,14 @@
 """The spiking LM families behind one registry, and the model dir format.
 
     create(family, preset="tiny")      a fresh (untrained) model
-    load("demo" | "FAMILY:PRESET" | dir)   resolve a model spec, the one place that does
+    load("demo" | "FAMILY:PRESET" | dir | "model.py:FACTORY[@WEIGHTS]")   resolve a model spec, the one place that does
     save(model, dir, tokenizer=None)   config.json + model.safetensors (+ tokenizer.json)
 """
 
-from edgespike.models import evospikenet, neurogen, pulse, slms_pulse, spikingbrain, spikingbrain_hf, ultimate  # noqa: F401  (registers)
+from edgespike.models import evospikenet, module, neurogen, nir_graph, pulse, slms_pulse, spikingbrain, spikingbrain_hf, ultimate  # noqa: F401  (registers)
 from edgespike.models.base import SpikingLM, spike_rates
 from edgespike.models.format import DEMO_DIR, load, save
+from edgespike.models.module import from_module
 from edgespike.models.registry import FAMILIES, build, create, get_family, preset_config, presets
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "SpikingLM",
     "build",
     "create",
+    "from_module",
     "get_family",
     "load",
     "preset_config",

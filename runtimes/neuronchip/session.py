@@ -4,7 +4,9 @@ part run in float PyTorch, rebuilt from the manifest's config and the bundle's w
 The model is the family's own code (so the host part computes what eager computes); the
 modules the mapping puts on the chip have their forward replaced by the simulator: chip
 linears by event-driven integer accumulation, chip LIFs by the fixed-point membrane (kept
-as integers between tokens, in the session). After each ``step``:
+as integers between tokens, in the session). A coded linear (W8ASpike) runs its own encoder on
+the host (x -> signed bitwise spikes, vth), the chip's per-group integer sums weighted over the
+steps, and the host's y = vth * sum_g s_g * A_g + bias. After each ``step``:
 
     stats        the token's cycles, latency (total and per model block), energy with its
                  breakdown, spikes on the mesh and over the host link, core utilization
@@ -33,7 +35,7 @@ from edgespike.quant.weights import quantize_weights
 from edgespike.runtimes.neuronchip.simulator import ChipLayer, LayerSim, Ledger, LifParams
 from edgespike.runtimes.registry import check_token
 
-MAPPING_VERSION = 1
+MAPPING_VERSION = 2
 CHIP_WEIGHTS = "chip_weights.safetensors"
 HOST_WEIGHTS = "host.safetensors"
 
@@ -53,7 +55,6 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
 
 def chip_layers(mapping: dict, tensors: dict[str, torch.Tensor]) -> list[ChipLayer]:
     """The mapping's layers with their weights gathered back from the per-core tensors."""
-    chip = Chip.from_dict(mapping["chip"])
     placed = {record["name"]: record for record in mapping["layers"]}
     layers = []
     for record in mapping["layers"]:
@@ -61,20 +62,34 @@ def chip_layers(mapping: dict, tensors: dict[str, torch.Tensor]) -> list[ChipLay
         for core in record["cores"]:
             key = f"{record['name']}.core{core['core']}"
             stored = tensors[f"{key}.codes"]
-            codes.append(unpack_ternary(stored, record["fan_in"]) if chip.weight_bits == 2 else stored)
+            codes.append(unpack_ternary(stored, record["fan_in"]) if record["weight_bits"] == 2 else stored)
             scales.append(tensors[f"{key}.scale"])
             if record["has_bias"]:
                 biases.append(tensors[f"{key}.bias"])
         as_slices = lambda r: [(c["core"], *c["neurons"]) for c in r["cores"]]  # noqa: E731
         source = placed.get(record["source_layer"]) if record["source_layer"] else None
+        coded = record["coded_input"] or {}
         layers.append(ChipLayer(
             name=record["name"], stage=record["stage"], codes=torch.cat(codes).numpy(),
             scale=torch.cat(scales).numpy(), bias=torch.cat(biases).numpy() if biases else None,
             cores=as_slices(record), source_cores=as_slices(source) if source else None,
             signed_input=record["signed_input"], lif=LifParams.from_dict(record["lif"]) if record["lif"] else None,
-            block=_block(record["name"]),
+            block=_block(record["name"]), group_size=record["group_size"], timesteps=coded.get("timesteps", 0),
+            time_weighting=coded.get("time_weighting", "chip"),
         ))  # fmt: skip
     return layers
+
+
+def _linear_state(layer: ChipLayer, linear: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The host model's state of a chip linear, rebuilt from the chip's tensors (its forward is replaced;
+    the state keeps the model loadable): frozen codes + scale, or a float weight codes x group scales."""
+    codes, scale = torch.from_numpy(layer.codes), torch.from_numpy(layer.scale)
+    state = {} if layer.bias is None else {f"{layer.name}.bias": torch.from_numpy(layer.bias)}
+    if linear.mode == "frozen":
+        return state | {f"{layer.name}.codes": codes, f"{layer.name}.scale": scale.reshape(-1)[: linear.scale.numel()].clone()}
+    grouped = codes.reshape(layer.neurons, layer.groups, -1).float() * scale[..., None]
+    return state | {f"{layer.name}.weight": grouped.reshape(layer.neurons, layer.fan_in),
+                    f"{layer.name}.weight_quantizer.scales": scale[..., None].clone()}
 
 
 class NeuronChipSession:
@@ -92,18 +107,16 @@ class NeuronChipSession:
         model = quantize_weights(build(config), manifest.get("weights", "ternary")).eval()
         state = _load(directory / HOST_WEIGHTS)
         for layer in self.layers:
-            state[f"{layer.name}.codes"] = torch.from_numpy(layer.codes)
-            linear = model.get_submodule(layer.name)
-            state[f"{layer.name}.scale"] = torch.from_numpy(layer.scale[: linear.scale.numel()].copy())
-            if layer.bias is not None:
-                state[f"{layer.name}.bias"] = torch.from_numpy(layer.bias)
+            state.update(_linear_state(layer, model.get_submodule(layer.name)))
         model.load_state_dict(state)
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         self.step_module = DecodeStep(model, weights=manifest.get("weights", "ternary")).eval()
         self.sims = {layer.name: LayerSim(layer, self.chip) for layer in self.layers}
         for layer in self.layers:
-            model.get_submodule(layer.name).forward = partial(self._linear, self.sims[layer.name])
+            linear = model.get_submodule(layer.name)
+            sim = self.sims[layer.name]
+            linear.forward = partial(self._coded, sim, linear.spikes) if layer.timesteps else partial(self._linear, sim)
             if layer.lif is not None:
                 lif_path = next(r["lif"]["module"] for r in mapping["layers"] if r["name"] == layer.name)
                 model.get_submodule(lif_path).forward = partial(self._lif, self.sims[layer.name])
@@ -136,7 +149,7 @@ class NeuronChipSession:
         stats.update({
             "cores_used": summary["cores_used"],
             "cores": self.chip.cores,
-            "core_neuron_fill": summary["chip_neurons"] / max(1, summary["cores_used"] * self.chip.neurons_per_core),
+            "core_neuron_fill": summary["chip_compartments"] / max(1, summary["cores_used"] * self.chip.neurons_per_core),
             "max_layer_latency_s": max(stats["layer_latency_s"].values(), default=0.0),
             "host_compute_s": wall - self._sim_s,  # measured on this machine: the float host part
             "simulator_s": self._sim_s,
@@ -156,6 +169,18 @@ class NeuronChipSession:
         out = torch.from_numpy(sim.readout(acc)).reshape(*x.shape[:-1], layer.neurons)
         self._sim_s += time.perf_counter() - start
         return out
+
+    def _coded(self, sim: LayerSim, encoder, x: torch.Tensor) -> torch.Tensor:
+        """A coded linear: the host encodes x (the model's own encoder), the chip sums, the host scales."""
+        spikes, vth = encoder(x)  # [T, ..., fan_in] in {-1, 0, 1}, [..., 1]
+        start = time.perf_counter()
+        layer = sim.layer
+        steps = spikes.shape[0]
+        new_stage = self._ledger.open(layer, (layer.stage,), steps)
+        weighted = sim.accumulate_coded(spikes.detach().reshape(steps, -1, layer.fan_in).numpy(), self._ledger, new_stage)
+        y = sim.readout_coded(weighted, vth.detach().reshape(-1).numpy())
+        self._sim_s += time.perf_counter() - start
+        return torch.from_numpy(y).reshape(*x.shape[:-1], layer.neurons).to(x.dtype)
 
     def _lif(self, sim: LayerSim, current: torch.Tensor, v0: torch.Tensor, *_) -> tuple[torch.Tensor, torch.Tensor]:
         start = time.perf_counter()

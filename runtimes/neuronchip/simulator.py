@@ -2,13 +2,19 @@
 
 One chip layer, one timestep (row r), per input spike i that is active (s_i != 0):
 
-    acc[j] += codes[j, i] * s_i        for the neurons j of every core of the layer   (synops)
+    acc[j, g(i)] += codes[j, i] * s_i  for the neurons j of every core of the layer   (synops)
+                                       g(i): the weight group of input i (one compartment per group; plain
+                                       layers have one group, their per-row scale)
     readout layer:  y = acc * scale + bias   -> back to the host (integer sums over the link)
     LIF layer:      v = v - ((v * decay) >> decay_bits) + (acc << F) + bias_q
                     s = v >= thr_q (v > thr_q when strict);  reset: v -= s * thr_q ("subtract"),
                     v = 0 ("zero") or none; delayed_reset (edgespike.ops.lif's delayed law): step
                     t+1 applies step t's reset, zeroing v before the leak or subtracting after it
                     (v, thr_q, bias_q in units of scale / 2^F, saturated to membrane_bits)
+    coded layer (bitwise inputs, T steps, most significant first):
+                    A_g = 2 * A_g + acc_g[t] on the chip (one readout per token of |A_g| <= group * max|code|
+                    * (2^T - 1)), or every acc_g[t] read out and weighted 2^(T-1-t) on the host when that
+                    bound overflows the membrane; then the host computes y = vth * sum_g scale_g * A_g + bias
 
 Time: within a stage (layers reading the same spikes) cores run in parallel; per timestep
 
@@ -50,18 +56,21 @@ class LifParams:
 
 @dataclass
 class ChipLayer:
-    """One synaptic layer placed on cores; codes[neurons, fan_in] int8 ternary."""
+    """One synaptic layer placed on cores; codes[neurons, fan_in] int8 (ternary, int4, int8)."""
 
     name: str
     stage: int
     codes: np.ndarray  # [neurons, fan_in] int8
-    scale: np.ndarray  # [neurons] float32
+    scale: np.ndarray  # [neurons] float32; coded layers [neurons, groups] (the group scales)
     bias: np.ndarray | None  # [neurons] float32
     cores: list[tuple[int, int, int]]  # (core, start, stop)
     source_cores: list[tuple[int, int, int]] | None  # cores of the population it reads; None: the host
     signed_input: bool = False
     lif: LifParams | None = None
     block: str = ""  # the model block it belongs to (per-layer latency)
+    group_size: int | None = None  # input columns per weight group; None: fan_in (one group)
+    timesteps: int = 0  # coded layers: bitwise input steps, weighted 2^(T-1-t); 0: plain (per-step sums)
+    time_weighting: str = "chip"  # coded layers: the shift-add on the chip, or per-step readout ("host")
 
     @property
     def fan_in(self) -> int:
@@ -71,9 +80,17 @@ class ChipLayer:
     def neurons(self) -> int:
         return self.codes.shape[0]
 
-    def readout_bits(self) -> int:
-        """Bits of one integer sum read back: signed, |acc| <= fan_in."""
-        return math.ceil(math.log2(2 * self.fan_in + 1))
+    @property
+    def groups(self) -> int:
+        return self.fan_in // (self.group_size or self.fan_in)
+
+    def sum_bound(self) -> int:
+        """Largest |acc_g| of one timestep: group size x max|code| (spikes are -1, 0 or 1)."""
+        return (self.group_size or self.fan_in) * max(1, int(np.abs(self.codes).max(initial=0)))
+
+    def readout_bits(self, steps: int = 1) -> int:
+        """Bits of one signed integer read back: a timestep's sum, or ``steps`` of them weighted 2^(steps-1-t)."""
+        return math.ceil(math.log2(2 * self.sum_bound() * ((1 << steps) - 1) + 1))
 
 
 @dataclass
@@ -195,6 +212,8 @@ class LayerSim:
         self.hops = np.array([[chip.hops(int(s), d) for d in dest] for s in src], dtype=np.int64).reshape(layer.fan_in, len(dest))
         self.message_energy = chip.spike_local_energy_j + self.hops * chip.hop_energy_j  # [fan_in, cores]
         self.core_neurons = np.array([stop - start for _, start, stop in layer.cores], dtype=np.int64)
+        # group_of[i, g] = 1 where input i belongs to weight group g
+        self.group_of = np.eye(layer.groups, dtype=np.int64)[np.arange(layer.fan_in) // (layer.group_size or layer.fan_in)]
         if layer.lif is not None:
             lif = layer.lif
             unit = layer.scale.astype(np.float64) / (1 << lif.frac_bits)  # value of one membrane LSB, per neuron
@@ -204,17 +223,44 @@ class LayerSim:
             self.limit = chip.membrane_limit
 
     def accumulate(self, spikes: np.ndarray, ledger: Ledger, new_stage: bool) -> np.ndarray:
-        """spikes[R, M, fan_in] -> integer sums acc[R, M, neurons] (int64), events charged."""
+        """Plain layer: spikes[R, M, fan_in] -> integer sums acc[R, M, neurons] (int64), events charged."""
+        rows, batch, _ = spikes.shape
+        acc = self._sums(spikes, ledger, new_stage)[..., 0]
+        if self.layer.lif is None:
+            ledger._host_out_bits += rows * batch * self.layer.neurons * self.layer.readout_bits()
+        return acc
+
+    def accumulate_coded(self, spikes: np.ndarray, ledger: Ledger, new_stage: bool) -> np.ndarray:
+        """Coded layer: spikes[T, M, fan_in] (bitwise, most significant first) -> A[M, neurons, groups]
+        (int64) = sum_t 2^(T-1-t) acc[t], shift-added on the chip or weighted on the host."""
+        layer = self.layer
+        steps, batch, _ = spikes.shape
+        sums = self._sums(spikes, ledger, new_stage)
+        weighted = np.zeros(sums.shape[1:], dtype=np.int64)
+        for t in range(steps):  # the integer shift-add, most significant step first
+            weighted = 2 * weighted + sums[t]
+        values = batch * layer.neurons * layer.groups
+        if layer.time_weighting == "chip":
+            assert np.abs(weighted).max(initial=0) <= self.chip.membrane_limit  # the exporter's bound guarantees it
+            ledger._host_out_bits += values * layer.readout_bits(steps)
+        else:
+            ledger._host_out_bits += steps * values * layer.readout_bits()
+        return weighted
+
+    def _sums(self, spikes: np.ndarray, ledger: Ledger, new_stage: bool) -> np.ndarray:
+        """spikes[R, M, fan_in] -> per-group integer sums [R, M, neurons, groups] (int64); charges the
+        synops, neuron (compartment) updates, mesh messages and host input, not the readout."""
         rows, batch, _ = spikes.shape
         layer, chip = self.layer, self.chip
-        acc = np.zeros((rows, batch, layer.neurons), dtype=np.int64)
+        acc = np.zeros((rows, batch, layer.neurons, layer.groups), dtype=np.int64)
         host_input = layer.source_cores is None
         for r in range(rows):
             for m in range(batch):
                 active = np.flatnonzero(spikes[r, m])
                 if active.size == 0:
                     continue
-                acc[r, m] = self.codes[:, active] @ spikes[r, m, active].astype(np.int32)
+                terms = self.codes[:, active].astype(np.int64) * spikes[r, m, active].astype(np.int64)  # [n, k]
+                acc[r, m] = terms @ self.group_of[active]
                 n = active.size
                 ledger.synops += n * layer.neurons
                 cycles = n * self.core_neurons * chip.synop_cycles
@@ -227,13 +273,18 @@ class LayerSim:
                     ledger.host_spikes_in += n
         for k, (core, _, _) in enumerate(layer.cores):
             ledger._core_cycles.setdefault(core, np.zeros(rows, np.int64))
-            ledger._core_cycles[core] += batch * self.core_neurons[k] * chip.neuron_update_cycles
-        ledger.neuron_updates += rows * batch * layer.neurons
+            ledger._core_cycles[core] += batch * self.core_neurons[k] * layer.groups * chip.neuron_update_cycles
+        ledger.neuron_updates += rows * batch * layer.neurons * layer.groups
         if host_input and new_stage:
             ledger._host_in_bits += rows * batch * layer.fan_in * (2 if layer.signed_input else 1)
-        if layer.lif is None:
-            ledger._host_out_bits += rows * batch * layer.neurons * layer.readout_bits()
         return acc
+
+    def readout_coded(self, weighted: np.ndarray, vth: np.ndarray) -> np.ndarray:
+        """A[M, n, G], vth[M] -> y[M, n] = vth * sum_g scale_g * A_g + bias (float64, then float32)."""
+        layer = self.layer
+        y = (weighted * layer.scale.astype(np.float64)).sum(axis=-1) * vth.astype(np.float64)[:, None]
+        y = y if layer.bias is None else y + layer.bias.astype(np.float64)
+        return y.astype(np.float32)
 
     def readout(self, acc: np.ndarray) -> np.ndarray:
         layer = self.layer

@@ -1,0 +1,208 @@
+"""NIR out and in: snntorch -> NIR -> edgespike equals snntorch; edgespike -> NIR -> edgespike equals
+itself; the written file is standard NIR; a family with attention keeps its host work on the host;
+bad graphs are one-line errors.
+
+Tolerances: logits within 1e-5 of snntorch run step by step (float32 both sides: the only
+difference is beta recovered from NIR's tau = dt / (1 - beta), at most one float32 ulp), spike
+counts equal; the round trip within 1e-6, parameters exact.
+"""
+
+import json
+import re
+
+import nir
+import numpy as np
+import pytest
+import snntorch as snn
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from edgespike import models
+from edgespike.cli import app
+from edgespike.errors import EdgespikeError
+from edgespike.exporters import ExportOptions, export
+from edgespike.validate import validate_artifact
+
+D, H, V, T = 8, 12, 10, 3
+runner = CliRunner()
+
+
+class SnnNet(torch.nn.Module):
+    """nn.Linear -> snn.Leaky -> nn.Linear -> snn.Synaptic, per-neuron (learned) beta, thresholds != 1."""
+
+    def __init__(self):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.fc1 = torch.nn.Linear(D, H)
+        self.lif1 = snn.Leaky(beta=torch.rand(H, generator=generator) * 0.5 + 0.4, threshold=torch.full((H,), 0.7),
+                              learn_beta=True, init_hidden=True)
+        self.fc2 = torch.nn.Linear(H, V, bias=False)
+        self.syn2 = snn.Synaptic(alpha=torch.rand(V, generator=generator) * 0.4 + 0.5, beta=torch.rand(V, generator=generator) * 0.5 + 0.4,
+                                 threshold=torch.full((V,), 1.3), init_hidden=True, output=True)
+        with torch.no_grad():
+            self.fc1.weight.copy_(torch.randn(H, D, generator=generator))
+            self.fc2.weight.copy_(torch.randn(V, H, generator=generator))
+
+    def forward(self, x):
+        return self.syn2(self.fc2(self.lif1(self.fc1(x))))
+
+
+def _invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def snn_import(tmp_path_factory):
+    """The snntorch network, its NIR file, the embedding table and the imported model dir."""
+    from snntorch.export_nir import export_to_nir
+
+    root = tmp_path_factory.mktemp("nir")
+    net = SnnNet()
+    nir.write(root / "snn.nir", export_to_nir(net, torch.zeros(1, D), ignore_dims=[0]))
+    embedding = torch.randn(V, D, generator=torch.Generator().manual_seed(1)) * 2
+    save_file({"weight": embedding}, str(root / "emb.safetensors"))
+    result = _invoke("import", "nir", root / "snn.nir", "--out", root / "model", "--embedding", root / "emb.safetensors",
+                     "--readout", "membrane", "--timesteps", T)
+    assert result.exit_code == 0, result.output
+    return net, embedding, root
+
+
+def test_snntorch_export_to_nir_imports_equal_to_snntorch(snn_import):
+    net, embedding, root = snn_import
+    model = models.load(root / "model").eval()
+    tokens = torch.randint(0, V, (1, 24), generator=torch.Generator().manual_seed(2))
+    counts = {"lif": [0, 0], "syn": [0, 0]}  # [snntorch, edgespike]
+    hooks = [model.nodes[1].register_forward_hook(lambda m, i, o: counts["lif"].__setitem__(1, counts["lif"][1] + int(o[0].sum()))),
+             model.nodes[3].lif.register_forward_hook(lambda m, i, o: counts["syn"].__setitem__(1, counts["syn"][1] + int(o[0].sum())))]
+    with torch.no_grad():
+        logits, _ = model(tokens)
+        net.lif1.reset_mem()
+        net.syn2.reset_mem()
+        reference = []
+        for token in tokens[0]:
+            for _ in range(T):  # the token's embedding held as the input current for T steps
+                spk1 = net.lif1(net.fc1(embedding[token][None]))
+                spk2, _, mem2 = net.syn2(net.fc2(spk1))
+                counts["lif"][0] += int(spk1.sum())
+                counts["syn"][0] += int(spk2.sum())
+            reference.append(mem2[0].clone())
+    for hook in hooks:
+        hook.remove()
+    torch.testing.assert_close(logits[0], torch.stack(reference), atol=1e-5, rtol=0)
+    assert counts["lif"][0] == counts["lif"][1] > 0 and counts["syn"][0] == counts["syn"][1] > 0, counts
+    config = json.loads((root / "model" / "config.json").read_text())
+    assert [n["type"] for n in config["nodes"]] == ["affine", "lif", "linear", "cuba_lif"]
+    assert all(n["reset"] == "subtract" and n["delayed_reset"] and n["strict"] for n in config["nodes"][1::2])
+
+
+@pytest.fixture(scope="module")
+def exported(snn_import, tmp_path_factory):
+    """The imported snntorch model exported to NIR (fp32 weights, validated) and its model."""
+    _, _, root = snn_import
+    out = tmp_path_factory.mktemp("export") / "nir"
+    result = _invoke("export", root / "model", "--target", "nir", "--weights", "fp32", "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    return out, models.load(root / "model").eval()
+
+
+def test_export_is_standard_nir_and_validates(exported):
+    out, _ = exported
+    graph = nir.read(out / "model.nir")
+    assert {type(n) for n in graph.nodes.values()} == {nir.Input, nir.Affine, nir.LIF, nir.Linear, nir.CubaLIF, nir.Output}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["runnable"] and manifest["dt"] == pytest.approx(1e-4)
+    assert [n["type"] for n in manifest["nir_nodes"]] == ["Input", "Affine", "LIF", "Linear", "CubaLIF", "Output"]
+    assert set(manifest["neuron_laws"]) == {"lif1", "syn2"} and manifest["neuron_laws"]["lif1"]["delayed_reset"]
+    assert {h["module"] for h in manifest["host_work"]} == {"embed", "(readout)"}
+    v = manifest["validation"]
+    assert v["passed"] and v["max_abs_logit_diff"] <= 1e-4 and v["top1_agreement"] == 1.0 and v["spike_flip_rate"] == 0.0
+    assert v["runtime"].startswith("NIR executor")
+
+
+def test_edgespike_nir_edgespike_round_trip(exported, tmp_path):
+    out, model = exported
+    result = _invoke("import", "nir", out / "model.nir", "--out", tmp_path / "again", "--embedding", out / "host.safetensors")
+    assert result.exit_code == 0, result.output
+    again = models.load(tmp_path / "again").eval()
+    assert again.config.nodes == model.config.nodes and again.config.spike.timesteps == T
+    assert again.config.readout == "membrane" and again.config.head is False
+    original, copy = model.state_dict(), again.state_dict()
+    assert original.keys() == copy.keys()
+    for name in original:
+        torch.testing.assert_close(copy[name], original[name], atol=0, rtol=0, msg=name)
+    tokens = torch.randint(0, V, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(again(tokens)[0], model(tokens)[0], atol=1e-6, rtol=0)
+
+
+def test_ternary_weights_are_written_as_their_values(tmp_path):
+    model = models.create("nir_graph", "tiny")
+    result = export(model, "nir", tmp_path / "nir", ExportOptions(weights="ternary"))
+    graph = nir.read(result.path / "model.nir")
+    weight = graph.nodes["fc1"].weight
+    scale = np.abs(weight).max()
+    assert set(np.unique(np.round(weight / scale, 6))) <= {-1.0, 0.0, 1.0}
+
+
+def test_family_with_attention_keeps_its_host_work(tmp_path):
+    model = models.create("pulse", "tiny")
+    result = export(model, "nir", tmp_path / "nir", source="pulse:tiny", validate=lambda d, m: validate_artifact(d, m, model))
+    manifest = result.manifest
+    graph = nir.read(result.path / "model.nir")
+    kinds = {name: type(n).__name__ for name, n in graph.nodes.items()}
+    for block in ("layers.0", "layers.1"):
+        assert kinds[f"{block}.attn_lif"] == kinds[f"{block}.hidden_lif"] == "LIF"
+        assert {kinds[f"{block}.{p}"] for p in ("q_proj", "k_proj", "v_proj", "up", "down")} == {"Linear"}
+        assert (f"{block}.up", f"{block}.hidden_lif") in graph.edges and (f"{block}.hidden_lif", f"{block}.down") in graph.edges
+    reasons = {h["module"]: h["reason"] for h in manifest["host_work"]}
+    assert "table lookup" in reasons["embed"] and "normalization" in reasons["layers.0.attn_norm"]
+    assert "attention" in reasons["layers.0"] and "layers.0.o_proj" in reasons and "layers.0.q_proj" not in reasons
+    assert not manifest["runnable"] and "not runnable alone" in manifest["runnable_note"]
+    v = manifest["validation"]
+    assert v["passed"] and v["max_abs_logit_diff"] <= 1e-3 and v["spikes_compared"] > 0 and v["spike_flip_rate"] == 0.0
+
+
+def _graph_file(path, nodes, edges):
+    nir.write(path, nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    return path
+
+
+def _lif(n):
+    tau = np.full(n, 1e-3)
+    return nir.LIF(tau=tau, r=tau / 1e-4, v_leak=np.zeros(n), v_threshold=np.ones(n))
+
+
+@pytest.mark.parametrize("case,message", [
+    ("unknown", r"NIR node 'pool' has type 'SumPool2d', which edgespike does not import; supported: Input"),
+    ("shapes", r"NIR edge 'lin' -> 'lif': 'lin' gives 6 values, 'lif' has 5 neurons"),
+    ("cycle", r"NIR node 'lif' has 2 inputs .*recurrent loops"),
+    ("not_nir", r"is not a NIR file"),
+])
+def test_bad_graphs_are_one_line_errors(tmp_path, case, message):
+    path = tmp_path / "g.nir"
+    inp, out = nir.Input(input_type={"input": np.array([4])}), nir.Output(output_type={"output": np.array([5])})
+    lin = nir.Linear(weight=np.ones((6, 4), np.float32))
+    if case == "unknown":
+        pool = nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
+        _graph_file(path, {"input": inp, "pool": pool, "output": out}, [("input", "pool"), ("pool", "output")])
+    elif case == "shapes":
+        _graph_file(path, {"input": inp, "lin": lin, "lif": _lif(5), "output": out}, [("input", "lin"), ("lin", "lif"), ("lif", "output")])
+    elif case == "cycle":
+        rec = nir.Linear(weight=np.eye(6, dtype=np.float32))
+        _graph_file(path, {"input": inp, "lin": lin, "lif": _lif(6), "rec": rec, "output": out},
+                    [("input", "lin"), ("lin", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")])
+    else:
+        path.write_text("not hdf5")
+    result = _invoke("import", "nir", path, "--out", tmp_path / "m", "--vocab-size", 10)
+    assert isinstance(result.exception, EdgespikeError), result.output  # main() prints it on one line, exit 2
+    assert re.search(message, str(result.exception)) and "\n" not in str(result.exception)
+    assert not (tmp_path / "m").exists()
+
+
+def test_host_weights_hold_the_embedding(exported):
+    out, model = exported
+    host = load_file(str(out / "host.safetensors"))
+    assert set(host) == {"embed.weight"}
+    torch.testing.assert_close(host["embed.weight"], model.embed.weight.detach())
