@@ -10,6 +10,13 @@ runtime's import and the model's opening), prompt time, decode latency p50/p90/p
 tokens/s as a ratio to the baseline and as a fraction of the host's decode roofline
 (``edgespike.profile``: measured bandwidth / bytes per token, or peak / ops). The eager baseline is the model the manifest records
 (for FAMILY:PRESET, an untrained instance: the same cost, other weights).
+
+``soak`` (``edgespike bench --soak N``) is the long run: each artifact steps N held-out tokens (cycled)
+with its state carried, beside eager, in a fresh process. Where the runtime's state can be set
+(Core ML: fp16 states), every ``resync_every`` tokens both sides get eager's state and the next
+step is compared, as validation's ``conversion`` record does; elsewhere the free rollout is compared.
+Both are held to the target's validation tolerance, and the process's resident memory may grow by
+at most ``MAX_RSS_GROWTH`` between the end of the warm-up and the last token.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from edgespike.errors import EdgespikeError
 
 PACKAGES = ("torch", "onnxruntime", "executorch", "coremltools", "edgespike")
+MAX_RSS_GROWTH = 0.01  # soak: resident memory growth allowed after the warm-up
 
 
 @dataclass
@@ -190,9 +199,99 @@ def _measure(entry: Entry, tokens: list[int], new_tokens: int) -> dict:
             "peak_rss_mb": peak_mb}
 
 
+def soak(artifacts: list[str], tokens: int, resync_every: int = 50, on_run: Callable[[str], None] | None = None) -> dict:
+    """The soak report of ``artifacts``: each run by ``soak_artifact`` in a fresh process."""
+    if tokens < 1 or resync_every < 1:
+        raise EdgespikeError("--soak and --resync-every must be >= 1")
+    results = []
+    for artifact in artifacts:
+        if on_run:
+            on_run(artifact)
+        request = json.dumps({"soak": {"artifact": artifact, "tokens": tokens, "resync_every": resync_every}})
+        done = subprocess.run([sys.executable, "-m", "edgespike.bench"], input=request, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EdgespikeError(f"soaking {artifact} failed: {last}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {"host": host_facts(), "tokens": tokens, "resync_every": resync_every, "max_rss_growth": MAX_RSS_GROWTH,
+            "passed": all(r["passed"] for r in results), "results": results}
+
+
+def soak_artifact(artifact: str, tokens: int, resync_every: int = 50, warmup: int | None = None) -> dict:
+    """``tokens`` steps of ``artifact`` with the state carried, against eager (module docstring)."""
+    from edgespike.artifact import read_manifest
+    from edgespike.models import load as load_model
+    from edgespike.runtimes import load as load_session
+    from edgespike.runtimes.eager import EagerSession
+    from edgespike.validate import STATE_DTYPES, held_out_tokens, tolerance_for
+
+    manifest = read_manifest(artifact)
+    source = manifest.get("source_model")
+    if source is None or (":" in source and not Path(source).exists()):
+        raise EdgespikeError(
+            f"{artifact} was exported from {source or 'an unrecorded model'}, whose weights eager cannot rebuild; "
+            "soak an export of a model dir or demo"
+        )
+    session = load_session(artifact)
+    model = load_model(manifest["source_model"])
+    reference = EagerSession(model, manifest["timesteps"], manifest.get("weights"))
+    text = held_out_tokens(model, min(tokens, 512))
+    stream = [text[i % len(text)] for i in range(tokens)]
+    sequence = manifest.get("max_seq_len", tokens)  # a positional model restarts its sequence there
+    resync = hasattr(session, "set_state") and manifest.get("state_precision", "fp32") in STATE_DTYPES
+    tolerance = tolerance_for(manifest["target"], manifest["precision"])
+    warmup = min(tokens - 1, max(10, tokens // 4) if warmup is None else warmup)
+    diffs, agree, rss_warm, start = [], [], _rss_mb(), time.perf_counter()
+    for i, token in enumerate(stream):
+        if i and i % sequence == 0:
+            session.reset()
+            reference.reset()
+        if resync and i % resync_every == 0:  # both from eager's state, rounded as the artifact holds it
+            state = reference.step_module.state()
+            rounded = {name: value.numpy().astype(STATE_DTYPES[manifest["state_precision"]]) for name, value in state.items()}
+            for name, value in rounded.items():
+                state[name].copy_(torch.from_numpy(value.astype(np.float32)))
+            session.set_state(rounded)
+        ours, theirs = session.step(token), reference.step(token)
+        if not resync or i % resync_every == 0:
+            diffs.append(float(np.abs(ours - theirs).max()))
+            agree.append(bool(ours.argmax() == theirs.argmax()))
+        if i == warmup:
+            rss_warm, start = _rss_mb(), time.perf_counter()
+    rss_end = _rss_mb()
+    growth = (rss_end - rss_warm) / rss_warm
+    top1, worst = float(np.mean(agree)), max(diffs)
+    return {
+        "artifact": str(artifact), "target": manifest["target"], "runtime": session.runtime, "tokens": tokens,
+        "compared": f"conversion: eager's state given to both every {resync_every} tokens" if resync else "rollout: state carried, never reset",
+        "comparisons": len(diffs), "max_abs_logit_diff": worst, "top1_agreement": top1,
+        "last_quarter_max_abs_logit_diff": max(diffs[len(diffs) * 3 // 4 :]), "tolerance": tolerance.__dict__,
+        "rss_mb_after_warmup": rss_warm, "rss_mb_end": rss_end, "rss_growth": growth, "warmup_tokens": warmup + 1,
+        "ms_per_token": (time.perf_counter() - start) * 1000.0 / max(1, tokens - warmup - 1),  # both sides' steps
+        "passed": worst <= tolerance.max_abs_logit_diff and top1 >= tolerance.min_top1_agreement and growth <= MAX_RSS_GROWTH,
+    }
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process now (Linux: /proc; elsewhere the peak, which only grows)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if platform.system() == "Darwin" else peak / 1024.0
+
+
 if __name__ == "__main__":
     import warnings
 
     warnings.filterwarnings("ignore")
     request = json.loads(sys.stdin.read())
-    print(json.dumps(_measure(Entry(**request["entry"]), request["tokens"], request["new_tokens"])))
+    try:
+        if "soak" in request:
+            print(json.dumps(soak_artifact(**request["soak"])))
+        else:
+            print(json.dumps(_measure(Entry(**request["entry"]), request["tokens"], request["new_tokens"])))
+    except EdgespikeError as err:  # the parent reports the last stderr line
+        print(err, file=sys.stderr)
+        sys.exit(2)

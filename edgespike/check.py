@@ -50,8 +50,8 @@ DEFAULT_TABLE = "default"
 def _budget_tables(text: str, source: str, targets: tuple[str, ...]) -> dict[str, dict]:
     try:
         tables = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise EdgespikeError(f"{source} is not valid TOML: {err}") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as err:
+        raise EdgespikeError(f"{source} is not valid TOML: {str(err)[:200]}") from None
     keys = {f.name for f in dataclasses.fields(Budget)}
     for table, values in tables.items():
         if table != DEFAULT_TABLE and table not in targets:
@@ -78,7 +78,11 @@ def load_budgets(path: str | Path | None, targets: tuple[str, ...]) -> dict[str,
         path = Path(path)
         if not path.is_file():
             raise EdgespikeError(f"budgets file {path} does not exist; pass a TOML file with a [default] table")
-        layers.append(_budget_tables(path.read_text(), str(path), targets))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise EdgespikeError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 TOML") from None
+        layers.append(_budget_tables(text, str(path), targets))
     budgets = {}
     for target in targets:
         merged: dict = {}

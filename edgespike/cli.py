@@ -637,10 +637,15 @@ def bench_command(
     new_tokens: int = typer.Option(64, help="Greedy tokens decoded, each one timed."),
     repeats: int = typer.Option(3, help="Fresh-process runs per entry, interleaved."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the report to this JSON file."),
+    soak: Optional[int] = typer.Option(None, "--soak", help="Instead: step N tokens with the state carried, against eager "
+                                       "(drift within the validation tolerance, RSS growth <= 1% after warm-up); exit 1 on a failure."),
+    resync_every: int = typer.Option(50, help="--soak: tokens between comparisons from eager's state (runtimes whose state can be set)."),
 ):
-    """Measure decode latency, tokens/s, load time and peak memory of artifacts vs eager PyTorch."""
+    """Measure decode latency, tokens/s, load time and peak memory of artifacts vs eager PyTorch (or --soak them)."""
     from edgespike.bench import BenchOptions, bench
 
+    if soak is not None:
+        return _soak(artifacts, soak, resync_every, json_file)
     if baseline not in ("eager", "none"):
         raise EdgespikeError(f"unknown baseline {baseline!r}; choose eager or none")
     options = BenchOptions(prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats)
@@ -667,6 +672,26 @@ def bench_command(
         f"(cache {roof['cache_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s), peak {roof['peak_ops_per_s'] / 1e9:.0f} GFLOP/s measured[/]",
         highlight=False,
     )
+
+
+def _soak(artifacts: list[str], tokens: int, resync_every: int, json_file: Optional[Path]) -> None:
+    from edgespike.bench import soak
+
+    with Progress(TextColumn("[bold]soak[/]"), TextColumn("{task.fields[run]}"), TimeElapsedColumn(), console=errors) as bar:
+        task = bar.add_task("soak", run="")
+        report = soak(artifacts, tokens, resync_every, on_run=lambda artifact: bar.update(task, run=artifact))
+    if json_file:
+        json_file.write_text(json.dumps(report, indent=2) + "\n")
+    table = Table("target", "tokens", "compared", "max |Δlogit|", "top-1", "RSS MB warm → end", "growth", "ms/token", "result",
+                  title=f"soak: {tokens} tokens, state carried")
+    for r in report["results"]:
+        table.add_row(r["target"], str(r["tokens"]), r["compared"].split(":")[0], f"{r['max_abs_logit_diff']:.3g} "
+                      f"(≤ {r['tolerance']['max_abs_logit_diff']})", f"{r['top1_agreement']:.3f}",
+                      f"{r['rss_mb_after_warmup']:.0f} → {r['rss_mb_end']:.0f}", f"{r['rss_growth']:+.2%}",
+                      f"{r['ms_per_token']:.2f}", "pass" if r["passed"] else "[red]FAIL[/]")
+    console.print(table)
+    if not report["passed"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

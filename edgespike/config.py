@@ -7,12 +7,15 @@ registry in :mod:`edgespike.models` maps the ``family`` key of config.json back 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from edgespike.errors import EdgespikeError
 
 RESETS = ("subtract", "zero", "none")
+# upper bounds of the sizes every family has (the largest published: vocab 152,064, d 4,096, 40 layers)
+SIZE_LIMITS = {"vocab_size": 1 << 24, "d_model": 1 << 17, "n_layers": 1024}
 CODINGS = ("binary", "ternary", "bitwise")
 WEIGHT_MODES = ("float", "ternary")
 
@@ -40,8 +43,11 @@ class SpikeConfig:
     strict: bool = False  # True: fire when v > threshold (snntorch), False: v >= threshold
 
     def __post_init__(self):
-        if not isinstance(self.timesteps, int) or not 1 <= self.timesteps <= 64:
-            raise ConfigError(f"spike.timesteps must be an integer in [1, 64], got {self.timesteps!r}")
+        if not isinstance(self.timesteps, int) or isinstance(self.timesteps, bool) or not 1 <= self.timesteps <= 64:
+            raise ConfigError(f"spike.timesteps must be an integer in [1, 64], got {_short(self.timesteps)}")
+        for name in ("beta", "threshold", "surrogate_slope"):
+            if not _is_number(getattr(self, name)):
+                raise ConfigError(f"spike.{name} must be a finite number, got {_short(getattr(self, name))}")
         if not 0.0 < self.beta <= 1.0:
             raise ConfigError(f"spike.beta must be in (0, 1], got {self.beta}")
         if self.threshold <= 0:
@@ -67,10 +73,12 @@ class ModelConfig:
     def __post_init__(self):
         if isinstance(self.spike, dict):
             self.spike = _from_dict(SpikeConfig, self.spike, "spike")
-        for name in ("vocab_size", "d_model", "n_layers"):
+        if not isinstance(self.spike, SpikeConfig):
+            raise ConfigError(f"spike must be an object of LIF settings (timesteps, beta, ...), got {_short(self.spike)}")
+        for name, limit in SIZE_LIMITS.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+                raise ConfigError(f"{name} must be an integer in [1, {limit:,}], got {_short(value)}")
         if self.weights not in WEIGHT_MODES:
             raise ConfigError(f"weights must be one of {WEIGHT_MODES}, got {self.weights!r}")
 
@@ -86,12 +94,26 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _from_dict(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} config must be an object, got {_short(data)}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {where} config; known keys: {sorted(known)}")
     try:
         return cls(**data)
-    except TypeError as err:  # wrong types that dataclass construction rejects
-        raise ConfigError(f"invalid {where} config: {err}") from None
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError, IndexError) as err:
+        # a wrong type that a family's checks trip over (e.g. comparing a list with a number)
+        raise ConfigError(f"invalid {where} config: {str(err).splitlines()[0][:200]}; check its types and ranges") from None

@@ -90,7 +90,7 @@ def test_snntorch_export_to_nir_imports_equal_to_snntorch(snn_import):
             reference.append(mem2[0].clone())
     for hook in hooks:
         hook.remove()
-    torch.testing.assert_close(logits[0], torch.stack(reference), atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits[0], torch.stack(reference), atol=1e-5, rtol=1e-6)  # membranes reach ~30: float32 ulps
     assert counts["lif"][0] == counts["lif"][1] > 0 and counts["syn"][0] == counts["syn"][1] > 0, counts
     config = json.loads((root / "model" / "config.json").read_text())
     assert [n["type"] for n in config["nodes"]] == ["affine", "lif", "linear", "cuba_lif"]

@@ -1,6 +1,7 @@
 """edgespike profile: exact counts on a hand-computable network, the seeds' figures on the meta
 device, the report schema, sweeps, the plot, and bad input."""
 
+import copy
 import json
 from dataclasses import dataclass
 
@@ -14,11 +15,12 @@ from edgespike.cli import app
 from edgespike.config import ModelConfig, SpikeConfig
 from edgespike.errors import EdgespikeError
 from edgespike.models.base import SpikingLM
-from edgespike.nn import LIF
+from edgespike.nn import LIF, TernaryLinear
 from edgespike.profile import ProfileOptions, profile, sweep
 from edgespike.profile.counting import count
 from edgespike.profile.estimate import energy
 from edgespike.profile.targets import load_target
+from edgespike.quant.weights import quantize_weights
 
 
 @dataclass
@@ -171,3 +173,35 @@ def test_coding_sweep_on_spikingbrain():
     assert rows["binary"]["firing_rate"] != rows["ternary"]["firing_rate"]
     with pytest.raises(EdgespikeError, match="the pulse family has no spike coding to change"):
         sweep("pulse:tiny", ProfileOptions(), "coding", ["binary"])
+
+
+def test_spikingbrain_hf_linears_that_spike_their_own_input():
+    """W8ASpike's QuantLinears encode their input inside their forward: each is a linear of its encoder's
+    spikes (synops = non-zero spikes x out_features), and every linear's MACs are counted once."""
+    model = models.load("spikingbrain_hf:tiny")
+    tokens = [3, 141, 59, 26]
+    counts = count(model, tokens)
+    frozen = quantize_weights(copy.deepcopy(model).float().eval(), "fp16")  # what count() runs
+    events, linear_macs, hooks = [], 0, []
+    for module in frozen.modules():
+        if not isinstance(module, TernaryLinear):
+            continue
+        encoder = getattr(module, "spikes", None)
+        steps = encoder.timesteps if encoder is not None else 1  # a linear of [T, ..., in] spikes, or of one row
+        linear_macs += steps * module.in_features * module.out_features
+        if encoder is not None:
+            hooks.append(encoder.register_forward_hook(
+                lambda _m, _i, out, n=module.out_features: events.append(int(torch.count_nonzero(out[0])) * n)))
+    state = frozen.init_state(1)
+    with torch.no_grad():
+        for token in tokens:
+            _, state = frozen(torch.tensor([[token]]), state)
+    for hook in hooks:
+        hook.remove()
+    assert len(events) == 4 * 7 * len(tokens) - 2 * len(tokens)  # q k v (gk) o gate up per layer; gk in the 2 GLA layers
+    assert counts.total("synops") == counts.total("spiking_acs") == sum(events) / len(tokens) > 0
+    # 950,272 (spike-fed linears, at T = 8 rows) + 32,768 (down_proj x 4, float input) + 16,384 (lm_head)
+    # + 5,120 functional matmuls (GLA: 2 x 1,664; SWA: 2 x 2 x 4 heads x 7 keys x 16): nothing counted twice
+    assert linear_macs == 950_272 + 4 * 128 * 64 + 64 * 256
+    assert counts.total("dense_macs") == linear_macs + 2 * (64 + 1024 + 64 + 512) + 2 * 2 * 4 * 7 * 16 == 1_004_544
+    assert {b.name: b.dense_macs for b in counts.blocks}["lm_head"] == 64 * 256

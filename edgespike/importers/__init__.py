@@ -33,7 +33,7 @@ def read_json(path: Path, what: str):
     """A publisher's JSON file, or a one-line error naming it."""
     try:
         return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise EdgespikeError(f"{path} is not a readable JSON file ({what}): {err}") from None
 
 

@@ -57,8 +57,8 @@ def config_from_arch(path: Path) -> SlmsPulseConfig:
             rope_theta_global=float(arch["rope_theta_global"]),
             spike=dataclasses.replace(published_spike(), timesteps=arch["num_steps"], beta=arch["beta"]),
         )
-    except (ConfigError, TypeError) as err:
-        raise EdgespikeError(f"{path}: {err}") from None
+    except (ConfigError, TypeError, ValueError, ArithmeticError, AttributeError) as err:  # a wrong type or zero size
+        raise EdgespikeError(f"{path}: {str(err).splitlines()[0][:200]}; check SpikingLLM's arguments") from None
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -70,8 +70,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"{path} is not a plain state_dict: torch.load(weights_only=True) refused it ({first}); "
             "re-save it with torch.save(model.state_dict())"
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise EdgespikeError(f"{path} is not a readable torch checkpoint ({str(err).splitlines()[0]}); is it complete?") from None
+    except Exception as err:  # a damaged pickle or zip makes the unpickler raise anything (KeyError, TypeError, ...)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise EdgespikeError(f"{path} is not a readable torch checkpoint ({first}); is it complete?") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()):
         raise EdgespikeError(f"{path} does not hold a state_dict (a dict of name -> tensor); save model.state_dict()")
     return data
@@ -96,8 +97,8 @@ def to_edgespike(state: dict[str, torch.Tensor], config: SlmsPulseConfig, path: 
                 "give the checkpoint's own sizes (--config ARCH.json)"
             )
     for name in published:
-        if name.endswith(RESET_KEY) and int(state[name]) != SUBTRACT:
-            raise EdgespikeError(f"{path}: {name} is {int(state[name])}; SLMS Pulse resets by subtraction (0)")
+        if name.endswith(RESET_KEY) and state[name].double().item() != SUBTRACT:  # NaN included
+            raise EdgespikeError(f"{path}: {name} is {state[name].double().item()}; SLMS Pulse resets by subtraction (0)")
         elif state[name].is_floating_point() and not torch.isfinite(state[name]).all():
             raise EdgespikeError(f"{path}: tensor {name!r} holds NaN or infinite values; restore the checkpoint")
     if not torch.equal(state[TIED_HEAD], state["token_emb.weight"]):

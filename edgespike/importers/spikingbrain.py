@@ -25,18 +25,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
-from edgespike.config import ConfigError
+from edgespike.config import SIZE_LIMITS, ConfigError
 from edgespike.errors import EdgespikeError
 from edgespike.importers import ImportOptions, read_json, register_importer
 from edgespike.models.format import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, replace_dir, load_tokenizer
 from edgespike.models.registry import build
 from edgespike.models.spikingbrain_hf import EOS_TOKEN_ID, SpikingBrainHFConfig
+from edgespike.staging import new_staging
 
 MODEL_TYPE = "gla_swa"
 INDEX_FILE, SINGLE_FILE = "model.safetensors.index.json", "model.safetensors"
@@ -95,6 +95,8 @@ def edgespike_config(hf: dict, path: Path, w8aspike: bool, group: int | None) ->
     if hf.get("attn_mode", "chunk") not in ("chunk", "fused_chunk", "fused_recurrent"):
         raise EdgespikeError(f"{path}: attn_mode {hf['attn_mode']!r} is not one of fla's GLA modes")
     layers = hf["num_hidden_layers"]
+    if not isinstance(layers, int) or isinstance(layers, bool) or not 1 <= layers <= SIZE_LIMITS["n_layers"]:
+        raise EdgespikeError(f"{path}: num_hidden_layers must be an integer in [1, {SIZE_LIMITS['n_layers']}], got {str(layers)[:40]}")
     attn_layers = hf.get("attn_layers", list(range(1, layers, 2)) if isinstance(layers, int) else None)
     try:
         return SpikingBrainHFConfig(
@@ -105,8 +107,8 @@ def edgespike_config(hf: dict, path: Path, w8aspike: bool, group: int | None) ->
             max_seq_len=hf["max_position_embeddings"], w8aspike=w8aspike, w_group_size=group or 128,
             eos_token_id=hf["eos_token_id"] if isinstance(hf["eos_token_id"], int) else EOS_TOKEN_ID,
         )
-    except (ConfigError, TypeError, ValueError) as err:
-        raise EdgespikeError(f"{path}: {err}") from None
+    except (ConfigError, TypeError, ValueError, ArithmeticError, AttributeError) as err:  # a wrong type or zero size
+        raise EdgespikeError(f"{path}: {str(err).splitlines()[0][:200]}; check config.json's fields") from None
 
 
 # --- the shards ------------------------------------------------------------------------------------
@@ -292,20 +294,27 @@ def added_tokens(directory: Path) -> dict[int, tuple[str, bool]]:
 
 # --- the importer ----------------------------------------------------------------------------------
 
-def import_spikingbrain(path: Path, options: ImportOptions) -> Path:
-    if options.preset is not None or options.config is not None:
-        raise EdgespikeError(
-            "spikingbrain takes no --preset / --config: the architecture is HF_DIR/config.json; drop the option"
-        )
+def inspect_checkpoint(path: Path, notes: list[str]) -> tuple[SpikingBrainHFConfig, dict, list[Path], int | None]:
+    """HF_DIR's config, shards, index and headers, all checked; no tensor read."""
     if not path.is_dir():
         raise EdgespikeError(f"{path} is not a directory; give the Hugging Face dir (config.json + safetensors shards)")
-    hf = read_hf_config(path, options.notes)
+    hf = read_hf_config(path, notes)
     shards = shard_files(path)
     index = read_json(path / INDEX_FILE, "the shard index")["weight_map"] if (path / INDEX_FILE).is_file() else None
     found = scan_shards(shards, index)
     w8aspike, group = detect_layout(found)
     config = edgespike_config(hf, path / CONFIG_FILE, w8aspike, group)
     check_layout(found, config, path / CONFIG_FILE)
+    return config, found, shards, group
+
+
+def import_spikingbrain(path: Path, options: ImportOptions) -> Path:
+    if options.preset is not None or options.config is not None:
+        raise EdgespikeError(
+            "spikingbrain takes no --preset / --config: the architecture is HF_DIR/config.json; drop the option"
+        )
+    config, found, shards, group = inspect_checkpoint(path, options.notes)
+    w8aspike = config.w8aspike
     dtypes = sorted({found[name][1] for name in found})
     options.notes.append(
         f"{'W8ASpike' if w8aspike else 'base / SFT'} layout, {len(found)} tensors in {len(shards)} shard(s), "
@@ -318,8 +327,7 @@ def import_spikingbrain(path: Path, options: ImportOptions) -> Path:
         tokenizer = qwen2_tokenizer(path, config.vocab_size, config.eos_token_id, options.notes)
 
     out = options.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = new_staging(out)
     try:
         (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         names = list(build(config, "meta").state_dict())

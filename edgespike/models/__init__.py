@@ -7,7 +7,7 @@
 
 from edgespike.models import evospikenet, module, neurogen, nir_graph, pulse, slms_pulse, spikingbrain, spikingbrain_hf, ultimate  # noqa: F401  (registers)
 from edgespike.models.base import SpikingLM, spike_rates
-from edgespike.models.format import DEMO_DIR, load, save
+from edgespike.models.format import DEMO_DIR, is_preset_spec, load, save
 from edgespike.models.module import from_module
 from edgespike.models.registry import FAMILIES, build, create, get_family, preset_config, presets
 
@@ -19,6 +19,7 @@ __all__ = [
     "create",
     "from_module",
     "get_family",
+    "is_preset_spec",
     "load",
     "preset_config",
     "presets",

@@ -49,9 +49,10 @@ def preset_config(family: str, preset: str) -> ModelConfig:
 
 
 def build(config: ModelConfig, device: str | torch.device | None = None) -> SpikingLM:
-    """A model for ``config``; device="meta" builds full-size models without allocating."""
+    """A model for ``config`` on ``device`` (None: torch's default device, which ``with
+    torch.device("meta"):`` sets); "meta" builds full-size models without allocating."""
     model_class = get_family(config.family).model_class
-    with torch.device(device or "cpu"):
+    with torch.device(device if device is not None else torch.get_default_device()):
         return model_class(config)
 
 

@@ -57,12 +57,12 @@ def resolve(spec: str, options: ProfileOptions) -> tuple[torch.nn.Module, dict]:
         if not spec:
             raise EdgespikeError(f"{manifest_path} names no source_model; profile the model dir it was exported from")
     if options.firing_rate is not None:
-        if ":" not in spec or Path(spec).exists():
+        if not models.is_preset_spec(spec):
             config = models.read_config(Path(spec)) if Path(spec).is_dir() else models.load(spec).config
         else:
             config = models.preset_config(*spec.split(":", 1))
         return models.build(config, device="meta"), about
-    if ":" in spec and not Path(spec).exists():
+    if models.is_preset_spec(spec):
         config = models.preset_config(*spec.split(":", 1))
         size = models.build(config, device="meta").num_parameters()
         if size > MAX_REAL_PARAMETERS:

@@ -9,7 +9,8 @@ hooks and two dispatch modes count, for each block (``layers.3``, ``embed``, ``h
     acs             accumulates actually needed: a spike times a weight is an add, counted only
                     for active inputs and non-zero weights; a dense input times a ternary weight
                     is a sign-add too (zero weights skipped)
-    macs            true multiplies: the per-row scale of coded linears, functional matmuls, and
+    macs            true multiplies: the per-row scale of coded linears, the per-token scale of
+                    linears that spike their own input (W8ASpike), functional matmuls, and
                     dense inputs times int8 / int4 / float weights
     synops          NeuroBench's synaptic operations: active inputs x fan-out (zero weights included)
     neuron_updates  LIF neurons x timesteps, spike-encoder outputs
@@ -169,13 +170,18 @@ def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, fir
     # which linears read spikes: the tensors LIF / spike encoders emit (and views of them), by identity
     spike_tensors: dict[int, torch.Tensor] = {}  # id -> the spikes, held so that no other tensor reuses the id
     spike_linears: set[str] = set()  # paths of the linears whose input is spikes
+    own_spikes: dict[str, torch.Tensor] = {}  # linear path -> what its own encoder emitted this call
+    linear_paths: set[str] = set()  # their matmuls are counted by the hooks, not by the flop counter
     hooks = []
     for path, module in frozen.named_modules():
         if isinstance(module, (LIF, SpikeEncoder)):
             hooks.append(module.register_forward_hook(partial_spikes(block, path, spike_count, spike_tensors, config.d_model)))
         elif isinstance(module, TernaryLinear):
-            hooks.append(module.register_forward_pre_hook(
-                partial_linear(block, path, module, meta, firing_rate, spike_tensors, spike_linears, weights == "ternary")))
+            linear_paths.add(path)
+            if isinstance(getattr(module, "spikes", None), SpikeEncoder):  # encodes its own input (W8ASpike QuantLinear)
+                hooks.append(module.spikes.register_forward_hook(_keep_spikes(own_spikes, path)))
+            hooks.append(module.register_forward_hook(
+                partial_linear(block, path, module, meta, firing_rate, spike_tensors, spike_linears, weights == "ternary", own_spikes)))
 
     parameter_names = {id(t): n for n, t in [*frozen.named_parameters(), *frozen.named_buffers()]}
     runs = tokens[:1] if meta else tokens
@@ -188,15 +194,7 @@ def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, fir
             reads = _Reads(parameter_names)
             with FlopCounterMode(display=False) as counter, reads:
                 _, state = frozen(torch.tensor([[token]], device=device), state)
-            for module, ops in counter.get_flop_counts().items():  # "Global", "<Model>", "<Model>.layers.0", ...
-                if module == "Global":
-                    continue
-                if module.count(".") == 0:  # the model itself: every matmul in it
-                    flops["__all__"] = flops.get("__all__", 0) + sum(ops.values())
-                else:
-                    path = module.split(".", 1)[1]
-                    if block_of(path) == path:  # a block's own total (nested modules are inside it)
-                        flops[path] = flops.get(path, 0) + sum(ops.values())
+            _functional_flops(counter.get_flop_counts(), linear_paths, flops)
     for hook in hooks:
         hook.remove()
 
@@ -240,10 +238,41 @@ def partial_spikes(block, path, spike_count, spike_tensors, d_model):
     return hook
 
 
-def partial_linear(block, path, module: TernaryLinear, meta: bool, firing_rate, spike_tensors, spike_linears, sign_adds: bool):
-    """``sign_adds``: the weights are ternary, so a dense input times a weight is a sign-add, not a multiply."""
-    def hook(_module, inputs):
-        x = inputs[0]
+def _functional_flops(per_module: dict, linear_paths: set[str], flops: dict[str, float]) -> None:
+    """Add each block's matmul flops outside its linears (the hooks count those) to ``flops``, and the
+    model's under ``__all__``. ``per_module``: FlopCounterMode's "Global", "<Model>", "<Model>.layers.0", ...,
+    each inclusive of the modules it calls, and only modules that were called (a container is not)."""
+    totals = {module.partition(".")[2]: sum(ops.values()) for module, ops in per_module.items() if module != "Global"}
+    for path, total in totals.items():
+        if not path:  # the model itself: every matmul in it
+            flops["__all__"] = flops.get("__all__", 0) + total
+            continue
+        name = block_of(path)
+        if not any(path.startswith(f"{outer}.") and block_of(outer) == name for outer in totals if outer):
+            flops[name] = flops.get(name, 0) + total  # the block's outermost modules (nested ones are inside them)
+        if path in linear_paths:  # a float / QAT linear's matmul: partial_linear counts it
+            flops[name] = flops.get(name, 0) - total
+            flops["__all__"] = flops.get("__all__", 0) - total
+
+
+def _keep_spikes(own_spikes: dict, path: str):
+    def hook(_module, _inputs, out):
+        own_spikes[path] = out[0]
+
+    return hook
+
+
+def partial_linear(block, path, module: TernaryLinear, meta: bool, firing_rate, spike_tensors, spike_linears, sign_adds: bool,
+                   own_spikes: dict):
+    """``sign_adds``: the weights are ternary, so a dense input times a weight is a sign-add, not a multiply.
+    A linear that encodes its own input is counted as a linear of those spikes (``own_spikes[path]``,
+    [T, ..., in]) plus one multiply per output and token by the encoder's scale."""
+    def hook(_module, inputs, _out):
+        x = own_spikes.pop(path, None)
+        if x is not None:
+            block(path).macs += x[0].numel() // module.in_features * module.out_features  # the decode's scale (vth)
+        else:
+            x = inputs[0]
         rows = x.numel() // module.in_features
         b = block(path)
         dense = rows * module.in_features * module.out_features

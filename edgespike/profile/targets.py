@@ -105,7 +105,10 @@ def load_target(name_or_path: str) -> Target:
     if path.suffix == ".toml":
         if not path.is_file():
             raise EdgespikeError(f"target file {path} does not exist")
-        text, origin = path.read_text(), str(path)
+        try:
+            text, origin = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as err:
+            raise EdgespikeError(f"target file {path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 TOML") from None
     elif name_or_path in target_names():
         text = resources.files("edgespike.profile").joinpath("targets", f"{name_or_path}.toml").read_text()
         origin = f"target {name_or_path!r}"
@@ -113,13 +116,30 @@ def load_target(name_or_path: str) -> Target:
         raise EdgespikeError(f"unknown target {name_or_path!r}; choose from {', '.join(target_names())} or pass a .toml file")
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise EdgespikeError(f"{origin} is not valid TOML: {err}") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as err:
+        raise EdgespikeError(f"{origin} is not valid TOML: {str(err)[:200]}") from None
     return _from_dict(data, origin)
+
+
+# non-numeric fields -> (check, what they must be); numbers are checked by Target itself
+FIELD_KINDS = {
+    "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "summary": (lambda v: isinstance(v, str), "a string"),
+    "spike_compute": (lambda v: isinstance(v, str), "a string"),
+    "precision": (lambda v: isinstance(v, str), "a string"),
+    "memory": (lambda v: isinstance(v, bool), "true or false"),
+    "sram_capacity_bytes": (lambda v: isinstance(v, list), "an array of numbers"),
+    "sram_byte_j": (lambda v: isinstance(v, list), "an array of numbers"),
+    "sources": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()), "a table of field -> citation"),
+    "chip": (lambda v: isinstance(v, str), "the name of a chip preset"),
+}
 
 
 def _from_dict(data: dict, origin: str) -> Target:
     data = dict(data)
+    for key, (check, what) in FIELD_KINDS.items():
+        if key in data and not check(data[key]):
+            raise EdgespikeError(f"{origin}: {key} must be {what}, got {str(data[key])[:60]!r}; fix the target file")
     chip = data.pop("chip", None)
     if chip is not None:  # a neuromorphic target takes its per-event costs from a NeuronChip chip file
         from_chip = _chip_fields(chip)
