@@ -223,11 +223,13 @@ def soak_artifact(artifact: str, tokens: int, resync_every: int = 50, warmup: in
     from edgespike.models import load as load_model
     from edgespike.runtimes import load as load_session
     from edgespike.runtimes.eager import EagerSession
-    from edgespike.validate import STATE_DTYPES, held_out_tokens, tolerance_for
+    from edgespike.models import is_preset_spec
+    from edgespike.quant.state import STATE_PRECISIONS, round_state
+    from edgespike.validate import held_out_tokens, tolerance_for
 
     manifest = read_manifest(artifact)
     source = manifest.get("source_model")
-    if source is None or (":" in source and not Path(source).exists()):
+    if source is None or is_preset_spec(source):
         raise EdgespikeError(
             f"{artifact} was exported from {source or 'an unrecorded model'}, whose weights eager cannot rebuild; "
             "soak an export of a model dir or demo"
@@ -238,7 +240,7 @@ def soak_artifact(artifact: str, tokens: int, resync_every: int = 50, warmup: in
     text = held_out_tokens(model, min(tokens, 512))
     stream = [text[i % len(text)] for i in range(tokens)]
     sequence = manifest.get("max_seq_len", tokens)  # a positional model restarts its sequence there
-    resync = hasattr(session, "set_state") and manifest.get("state_precision", "fp32") in STATE_DTYPES
+    resync = hasattr(session, "set_state") and manifest.get("state_precision", "fp32") in STATE_PRECISIONS
     tolerance = tolerance_for(manifest["target"], manifest["precision"])
     warmup = min(tokens - 1, max(10, tokens // 4) if warmup is None else warmup)
     diffs, agree, rss_warm, start = [], [], _rss_mb(), time.perf_counter()
@@ -248,9 +250,9 @@ def soak_artifact(artifact: str, tokens: int, resync_every: int = 50, warmup: in
             reference.reset()
         if resync and i % resync_every == 0:  # both from eager's state, rounded as the artifact holds it
             state = reference.step_module.state()
-            rounded = {name: value.numpy().astype(STATE_DTYPES[manifest["state_precision"]]) for name, value in state.items()}
+            rounded = {name: round_state(value.numpy(), manifest["state_precision"]) for name, value in state.items()}
             for name, value in rounded.items():
-                state[name].copy_(torch.from_numpy(value.astype(np.float32)))
+                state[name].copy_(torch.from_numpy(value))
             session.set_state(rounded)
         ours, theirs = session.step(token), reference.step(token)
         if not resync or i % resync_every == 0:

@@ -23,6 +23,7 @@ counter stops being exact past 2048. ALiBi families have no such input.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from edgespike.errors import EdgespikeError
 from edgespike.models.base import POSITION, SpikingLM
 from edgespike.nn import LIF
+from edgespike.quant.state import LO_SUFFIX
 from edgespike.quant.weights import default_format, quantize_weights
 
 MAX_TIMESTEPS = 64
@@ -41,9 +43,11 @@ class StateSpec:
     name: str  # public dotted name
     buffer: str  # buffer name in the DecodeStep
     shape: tuple[int, ...]
+    lo_buffer: str | None = None  # an fp16x2 state's low half (``split_states``), else None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "buffer": self.buffer, "shape": list(self.shape)}
+        return {"name": self.name, "buffer": self.buffer, "shape": list(self.shape),
+                **({"lo_buffer": self.lo_buffer} if self.lo_buffer else {})}
 
 
 def buffer_name(state_name: str) -> str:
@@ -98,13 +102,28 @@ class DecodeStep(nn.Module):
         self.position += 1
         return logits
 
+    def split_states(self) -> None:
+        """Carry every float state as an fp16x2 pair (``edgespike.quant.state``): the buffer holds
+        hi = fp16(x), a second buffer lo = fp16(x - hi); the step reads hi + lo. For targets whose
+        states are fp16 (Core ML), so the state keeps the trained dynamics."""
+        for i, spec in enumerate(self.specs):
+            buffer = getattr(self, spec.buffer)
+            if buffer.is_floating_point() and spec.lo_buffer is None:
+                self.specs[i] = dataclasses.replace(spec, lo_buffer=spec.buffer + LO_SUFFIX)
+                self.register_buffer(spec.buffer + LO_SUFFIX, torch.zeros_like(buffer))
+
     def state(self) -> dict[str, Tensor]:
-        return {spec.name: getattr(self, spec.buffer) for spec in self.specs}
+        return {
+            spec.name: getattr(self, spec.buffer) + getattr(self, spec.lo_buffer) if spec.lo_buffer else getattr(self, spec.buffer)
+            for spec in self.specs
+        }
 
     @torch.no_grad()
     def reset(self) -> None:
         for spec in self.specs:
             getattr(self, spec.buffer).zero_()
+            if spec.lo_buffer:
+                getattr(self, spec.lo_buffer).zero_()
         self.position = 0
 
     def forward(self, tokens: Tensor, position: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
@@ -127,7 +146,12 @@ class DecodeStep(nn.Module):
             for hook in hooks:
                 hook.remove()
         for spec in self.specs:
-            getattr(self, spec.buffer).copy_(new_state[spec.name])
+            value = new_state[spec.name]
+            if spec.lo_buffer:
+                hi = value.to(torch.float16).to(value.dtype)
+                getattr(self, spec.lo_buffer).copy_(value - hi)
+                value = hi
+            getattr(self, spec.buffer).copy_(value)
         if not self.spike_rates:
             return logits[:, -1]  # [B, V]
         return logits[:, -1], torch.stack(rates, dim=1)  # [B, V], [B, P]

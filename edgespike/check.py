@@ -39,10 +39,14 @@ class Budget:
     max_spike_flip_rate: float | None = None  # fraction of LIF spikes that differ from eager
     greedy_match: bool | None = None  # the greedy continuation must equal eager's
     max_export_seconds: float | None = None  # capture + lower + write + validate, wall time
+    max_sanafe_energy_per_token_j: float | None = None  # neuronchip: mean energy per token on SANA-FE (sanafe extra), J
+
+
+SANAFE_TOKENS = 8  # tokens the neuronchip bundle decodes on SANA-FE for max_sanafe_energy_per_token_j
 
 
 NUMERIC = {"max_artifact_bytes", "max_size_vs_fp32", "min_top1_agreement", "max_abs_logit_diff",
-           "max_spike_flip_rate", "max_export_seconds"}
+           "max_spike_flip_rate", "max_export_seconds", "max_sanafe_energy_per_token_j"}
 FRACTIONS = {"min_top1_agreement", "max_spike_flip_rate"}
 DEFAULT_TABLE = "default"
 
@@ -109,6 +113,7 @@ class TargetReport:
     export_seconds: float | None = None
     validation: dict | None = None
     error: str | None = None
+    sanafe_energy_per_token_j: float | None = None  # SANA-FE's estimate (neuronchip, when budgeted), J
 
     @property
     def passed(self) -> bool:
@@ -139,8 +144,29 @@ def check_target(model_spec: str, target: str, budget: Budget, options=None, mod
         report.export_seconds = time.perf_counter() - start
         if report.error is None:
             report.artifact_bytes = model_bytes(result.path, result.manifest)
+            if target == "neuronchip" and budget.max_sanafe_energy_per_token_j is not None:
+                report.sanafe_energy_per_token_j = sanafe_energy_per_token(result.path, model)
     report.verdicts = _verdicts(report, budget, model.num_parameters())
     return report
+
+
+def sanafe_energy_per_token(bundle: Path, model) -> float:
+    """Mean estimated energy per token (J) of a neuronchip bundle on SANA-FE, over held-out text (token ids 0.. without
+    a tokenizer)."""
+    from edgespike.runtimes import load
+
+    session = load(bundle, runtime="sanafe")
+    if model.tokenizer is not None:
+        from edgespike.data import encode, read_corpus, split_corpus
+
+        tokens = encode(model.tokenizer, split_corpus(read_corpus())[1][:2000])[:SANAFE_TOKENS].tolist()
+    else:
+        tokens = list(range(SANAFE_TOKENS))
+    total = 0.0
+    for token in tokens:
+        session.step(token)
+        total += session.stats["energy_j"]
+    return total / len(tokens)
 
 
 def _verdicts(report: TargetReport, budget: Budget, parameters: int) -> list[Verdict]:
@@ -158,6 +184,7 @@ def _verdicts(report: TargetReport, budget: Budget, parameters: int) -> list[Ver
         "max_spike_flip_rate": v.get("spike_flip_rate"),
         "greedy_match": v.get("greedy_match"),
         "max_export_seconds": report.export_seconds,
+        "max_sanafe_energy_per_token_j": report.sanafe_energy_per_token_j,
     }
     for name, limit in dataclasses.asdict(budget).items():
         if limit is None:
@@ -165,6 +192,8 @@ def _verdicts(report: TargetReport, budget: Budget, parameters: int) -> list[Ver
         value = actual[name]
         if value is None:
             note = v.get("spike_flip_rate_note", "not measured") if name == "max_spike_flip_rate" else "not measured (the export failed)"
+            if name == "max_sanafe_energy_per_token_j" and report.target != "neuronchip":
+                note = "not measured (SANA-FE runs neuronchip bundles only)"
             verdicts.append(Verdict(name, limit, None, None, note))
         elif name == "greedy_match":
             verdicts.append(Verdict(name, limit, value, value or not limit))

@@ -52,7 +52,10 @@ def main_options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Sh
 
 @app.command("models")
 def models_command(json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")):
-    """List the model families, their presets and parameter counts (built on the meta device)."""
+    """List the model families, what each is (as published, or edgespike's design after a seed write-up),
+    their presets and parameter counts (built on the meta device)."""
+    from rich import box
+
     from edgespike import models
 
     rows = []
@@ -63,6 +66,7 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print ma
                 {
                     "family": family.name,
                     "preset": preset,
+                    "origin": family.origin,
                     "parameters": model.num_parameters(),
                     "vocab_size": config.vocab_size,
                     "d_model": config.d_model,
@@ -74,7 +78,12 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print ma
     if json_out:
         print(json.dumps({"models": rows}, indent=2))
         return
-    table = Table("family", "preset", "parameters", "vocab", "d", "layers", "T", title="edgespike model families")
+    compact = {"box": box.SIMPLE_HEAD, "show_edge": False, "padding": (0, 1, 0, 0)}  # 80 columns hold the longest names
+    families = Table("family", "what it is", title="edgespike model families", **compact)
+    for family in models.FAMILIES.values():
+        families.add_row(family.name, family.origin)
+    console.print(families)
+    table = Table("family", "preset", "params", "vocab", "d", "layers", "T", title="presets", **compact)
     for row in rows:
         table.add_row(
             row["family"], row["preset"], _human(row["parameters"]), str(row["vocab_size"]),
@@ -121,6 +130,7 @@ def train_command(
         raise EdgespikeError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     train_text, held_out_text = data.split_corpus(data.read_corpus(corpus))
     tokenizer = data.train_tokenizer(train_text, tokenizer_kind, vocab_size)
+    tokenization = data.check_chunking(tokenizer, train_text + held_out_text)
     train_ids, valid_ids = data.encode(tokenizer, train_text), data.encode(tokenizer, held_out_text)
 
     config = models.preset_config(family, preset)
@@ -152,6 +162,7 @@ def train_command(
         "parameters": model.num_parameters(),
         "corpus": corpus,
         "tokenizer": tokenizer_kind,
+        "tokenization": tokenization,
         "vocab_size": config.vocab_size,
         "train_tokens": len(train_ids),
         "held_out_tokens": len(valid_ids),
@@ -350,10 +361,16 @@ def _model_name(spec: str) -> str:
 
 
 def _quiet_toolchains() -> None:
-    """The toolchains' own warnings (untested torch version, deprecations, per-pass progress
-    bars) are not the user's business unless --verbose."""
+    """The toolchains' own warnings (untested versions, deprecations, optional libraries they cannot load,
+    progress bars) are not the user's business unless --verbose; edgespike's own logs and warnings stay.
+
+    They all come through logging (coremltools, torchao, torch.onnx's torchvision note, torch's pytree
+    deprecation) or warnings. torch resets its "torch" logger when it is imported (torch._logging._init_logs),
+    so TORCH_LOGS asks it for errors only; the level set here covers a torch imported already."""
     warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"edgespike(\.|$)")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TORCH_LOGS", "-all")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -405,9 +422,12 @@ def export_command(
     target: str = typer.Option("coreml", help=TARGET_HELP),
     out: Optional[Path] = typer.Option(None, help="Artifact dir (default artifacts/MODEL/TARGET)."),
     timesteps: Optional[int] = typer.Option(None, help="Unroll LIF neurons over T timesteps (default: the model's)."),
-    precision: Optional[str] = typer.Option(None, help="fp16 or fp32 (default: fp16 for coreml, fp32 elsewhere)."),
+    precision: Optional[str] = typer.Option(None, help="fp16 or fp32 compute (default fp32; coreml fp16 runs its linears and matmuls in fp16)."),
     chip: Optional[str] = typer.Option(None, help="neuronchip: a chip preset (loihi, truenorth) or a chip .toml file."),
     weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP),
+    state_precision: Optional[str] = typer.Option(
+        None, help="coreml: how the fp16 Core ML states carry the spiking state: fp16x2 (default; an fp16 hi + lo "
+                   "pair per value, the trained fp32 dynamics kept) or fp16 (half the state memory, dynamics rounded)."),
     validate: bool = typer.Option(True, "--validate/--no-validate", help="Check the artifact against eager PyTorch."),
     force: bool = typer.Option(False, "--force", help="Replace an existing artifact dir."),
     jobs: int = typer.Option(2, help="Targets exported at once, each in its own process (with --target all)."),
@@ -425,7 +445,8 @@ def export_command(
         raise EdgespikeError(f"unknown target {unknown[0]!r}; choose one of {', '.join(EXPORTERS)} or all")
     model = _model_spec(model, checkpoint)
     lm = models.load(model)  # fail fast on a bad model spec
-    options = ExportOptions(timesteps=timesteps, precision=precision, chip=chip, weights=_weight_format(weights))
+    options = ExportOptions(timesteps=timesteps, precision=precision, chip=chip, weights=_weight_format(weights),
+                            state_precision=_state_precision(state_precision))
     base = out or Path("artifacts") / _model_name(model)
     destinations = {name: base / name if (out is None or len(targets) > 1) else out for name in targets}
     existing = [str(d) for d in destinations.values() if d.exists()]
@@ -438,23 +459,59 @@ def export_command(
         print(json.dumps([{"path": str(r.path), "seconds": r.seconds, **r.manifest} for r in results], indent=2))
         return
     float_bytes = 4 * lm.num_parameters()
-    table = Table("target", "size", "vs fp32", "check", "max|Δlogit|", "top-1", "greedy", "flips", "time",
-                  title=f"export of {model} (fp32 weights {float_bytes / 1e6:.2f} MB)")
+    table = Table("target", "size", "vs fp32 weights", "time", title=f"export of {model} (fp32 weights {float_bytes / 1e6:.2f} MB)")
     for r in results:
-        v = r.manifest.get("validation") or {}
         size = model_bytes(r.path, r.manifest)
-        check = "skipped"
-        if v:
-            runtime = v["runtime"].split(" ")[0]
-            check = f"[green]pass[/] {runtime}" if v["passed"] else f"[red]fail[/] {runtime}"
-        table.add_row(
-            r.target, f"{size / 1e6:.2f} MB", f"{size / float_bytes:.2f}x", check,
-            _fmt(v.get("max_abs_logit_diff"), ".1e"), _fmt(v.get("top1_agreement"), ".3f"),
-            _fmt(v.get("greedy_match"), ""), _fmt(v.get("spike_flip_rate"), ".4f"), f"{sum(r.seconds.values()):.1f}s",
-        )
+        table.add_row(r.target, f"{size / 1e6:.2f} MB", f"{size / float_bytes:.2f}x", f"{sum(r.seconds.values()):.1f} s")
     console.print(table)
+    checked = [(r.target, r.manifest["validation"]) for r in results if r.manifest.get("validation")]
+    if checked:
+        _print_validation(checked)
+    else:
+        console.print("not validated (--no-validate)")
     for r in results:
         console.print(f"{r.target}: {r.path}", highlight=False)
+
+
+VALIDATION_HELP = ("top-1: share of tokens where both pick the same next token; greedy: both continue with the same "
+                   "32 greedy tokens; flips: share of spikes that differ; Δlogit: largest logit difference.")
+RUNTIME_WORDS = {"mil-interpreter": "edgespike's interpreter of the Core ML program (numpy; Core ML itself runs only on Apple devices)"}
+
+
+def _print_validation(checked: list[tuple[str, dict]]) -> None:
+    """The validation table of ``(target, validation record)`` pairs, then what ran each artifact, in words."""
+    table = Table("target", "result", "top-1", "greedy", "flips", "Δlogit", title="validation against eager PyTorch on held-out text")
+    for target, v in checked:
+        table.add_row(
+            target, "[green]pass[/]" if v["passed"] else "[red]fail[/]", _fmt(v.get("top1_agreement"), ".3f"),
+            _yes_no(v.get("greedy_match")), _fmt(v.get("spike_flip_rate"), ".1%"), _fmt(v.get("max_abs_logit_diff"), ".2g"),
+        )
+    console.print(table)
+    console.print(VALIDATION_HELP, style="dim", highlight=False)
+    for target, v in checked:
+        console.print(_runtime_line(target, v), highlight=False)
+
+
+def _runtime_line(target: str, v: dict) -> str:
+    """What ran the artifact in validation, and which record its tolerance holds, in words."""
+    line = f"{target}: run by {RUNTIME_WORDS.get(v['runtime'], v['runtime'])}"
+    conversion, tolerance = v.get("conversion"), v.get("tolerance") or {}
+    if conversion and tolerance.get("applies_to") == "conversion":
+        line += (f"; the tolerance applies to each step from eager's state, rounded as the artifact stores it: "
+                 f"top-1 {conversion['top1_agreement']:.3f}, Δlogit {conversion['max_abs_logit_diff']:.2g}")
+    return line
+
+
+def _yes_no(value) -> str:
+    return "—" if value is None else ("yes" if value else "no")
+
+
+def _state_precision(value: str | None) -> str | None:
+    from edgespike.quant.state import STATE_PRECISIONS
+
+    if value is not None and value not in STATE_PRECISIONS:
+        raise EdgespikeError(f"unknown --state-precision {value!r}; choose {' or '.join(STATE_PRECISIONS)}")
+    return value
 
 
 def _weight_format(weights: str | None) -> str | None:
@@ -499,16 +556,20 @@ def check_command(
     if json_out:
         print(json.dumps(result, indent=2, default=str))
     else:
-        table = Table("target", "result", "size", "top-1", "greedy", "flips", "max|Δlogit|", "export", title=f"edgespike check {model}")
+        table = Table("target", "result", "size", "top-1", "greedy", "flips", "Δlogit", "export", title=f"edgespike check {model}")
         for r in reports:
             v = r.validation or {}
             table.add_row(
                 r.target, "[green]pass[/]" if r.passed else f"[red]FAIL[/] ({len(r.failures())})",
                 _fmt(r.artifact_bytes and r.artifact_bytes / 1e6, ".2f") + " MB", _fmt(v.get("top1_agreement"), ".3f"),
-                _fmt(v.get("greedy_match"), ""), _fmt(v.get("spike_flip_rate"), ".4f"), _fmt(v.get("max_abs_logit_diff"), ".1e"),
+                _yes_no(v.get("greedy_match")), _fmt(v.get("spike_flip_rate"), ".1%"), _fmt(v.get("max_abs_logit_diff"), ".2g"),
                 _fmt(r.export_seconds, ".1f") + " s",
             )
         console.print(table)
+        console.print(VALIDATION_HELP, style="dim", highlight=False)
+        for r in reports:
+            if r.validation:
+                console.print(_runtime_line(r.target, r.validation), highlight=False)
         console.print(f"report: {report / 'report.json'}, {report / 'junit.xml'}", highlight=False)
     for r in reports:
         for verdict in r.failures():

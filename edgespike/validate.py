@@ -32,6 +32,7 @@ from edgespike import data
 from edgespike.errors import EdgespikeError
 from edgespike.models.base import SpikingLM
 from edgespike.nn import LIF
+from edgespike.quant.state import round_state
 from edgespike.runtimes import load as load_session
 from edgespike.runtimes.eager import EagerSession
 
@@ -68,15 +69,15 @@ TOLERANCES: dict[str | tuple[str, str], Tolerance] = {  # by target, or (target,
 
 
 def held_out_tokens(model: SpikingLM, count: int = PROMPT_TOKENS) -> list[int]:
-    """The first ``count`` tokens of the default corpus's held-out split (random ids, seeded, without a tokenizer)."""
+    """The first ``count`` ids of ``tokenizer.encode`` of the default corpus's held-out split (random ids,
+    seeded, without a tokenizer)."""
     if model.tokenizer is None:
         generator = torch.Generator().manual_seed(0)
         return torch.randint(0, model.config.vocab_size, (count,), generator=generator).tolist()
     _, held_out = data.split_corpus(data.read_corpus())
-    return data.encode(model.tokenizer, held_out[: 20 * count])[:count].tolist()
+    return data.first_tokens(model.tokenizer, held_out, count)
 
 
-STATE_DTYPES = {"fp16": np.float16}  # a manifest's state_precision, where it is not fp32
 
 
 def tolerance_for(target: str, precision: str) -> Tolerance:
@@ -158,12 +159,12 @@ def _stepwise(session, model: SpikingLM, manifest: dict, tokens: list[int], agai
         return None
     session.reset()
     reference, agreement = EagerSession(model, manifest["timesteps"], manifest.get("weights")), _Agreement()
-    dtype = STATE_DTYPES[manifest["state_precision"]]
+    precision = manifest["state_precision"]
     for token in tokens:
         state = reference.step_module.state()
-        rounded = {name: value.numpy().astype(dtype) for name, value in state.items()}
+        rounded = {name: round_state(value.numpy(), precision) for name, value in state.items()}
         for name, value in rounded.items():  # both start from the state the artifact can hold
-            state[name].copy_(torch.from_numpy(value.astype(np.float32)))
+            state[name].copy_(torch.from_numpy(value))
         session.set_state(rounded)
         theirs = reference.step(token)
         if against is not None:
@@ -257,7 +258,7 @@ def coreml_structure(directory: Path, manifest: dict) -> dict[str, bool]:
 
     program = MILProgram.load(directory / manifest["model_file"])
     ops = [op.op_type for op in program.function.operations]
-    expected_states = {s["buffer"] for s in manifest["states"]}
+    expected_states = {buffer for s in manifest["states"] for buffer in (s["buffer"], s.get("lo_buffer")) if buffer}
     return {
         "states_present": set(program.state_names) == expected_states,
         "state_reads_and_updates": ops.count("read_state") == len(expected_states) == ops.count("coreml_update_state"),

@@ -5,7 +5,11 @@ The edgespike ops become MIL composites (``register_torch_op``): LIF unrolled ov
 steps, spike_encode as comparisons, spike_linear as one ``linear`` whose weight is
 codes * scale. Every ternary weight is then palettized ("unique" mode: three values, a 2-bit
 lookup table, ``constexpr_lut_to_dense``). The carried state buffers become Core ML states
-(``StateType`` named after the buffer), fp16 by default. A second output, ``spike_rates``
+(``StateType`` named after the buffer). Core ML states are fp16 only, so by default each float
+state is an fp16x2 pair (``edgespike.quant.state``: hi and ``__lo`` states, read as hi + lo),
+which keeps the trained fp32 dynamics; ``--state-precision fp16`` keeps one fp16 state each.
+Compute is fp32 by default; ``--precision fp16`` runs the weight-reading ops (linear, matmul)
+in fp16 for the Neural Engine, the state arithmetic staying fp32. A second output, ``spike_rates``
 [B, P], gives the fraction of each LIF population's neurons x timesteps that fired for the
 token (the iOS app's live spike view); the manifest names the P populations.
 """
@@ -18,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from edgespike.capture import POSITION, DecodeStep, export_step
+from edgespike.errors import EdgespikeError
 from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
+from edgespike.quant.state import STATE_PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +32,7 @@ MODEL_FILE = "model.mlpackage"
 CODED_SUFFIX = "_coded_weight"  # names the integer-coded weights compressed after conversion
 SPIKES_SUFFIX = "_lif_spikes"  # names each LIF's spikes [T, ...], listed in the manifest for validation
 MIN_IOS = "iOS18"  # Core ML states need iOS 18
+DEFAULT_STATE_PRECISION = "fp16x2"  # fp16 pairs: Core ML states are fp16, the trained dynamics are fp32
 
 
 def _register_composites() -> None:
@@ -139,6 +146,20 @@ def _compression(weights: str):
     )
 
 
+def _compute_precision(precision: str, state_precision: str):
+    """fp32: every op in fp32. fp16: every op in fp16, except with fp16x2 states, where only the
+    weight-reading ops (linear, matmul) run in fp16 and the state arithmetic stays fp32 (an fp16
+    sum hi + lo would drop lo)."""
+    import coremltools as ct
+
+    if precision == "fp32":
+        return ct.precision.FLOAT32
+    if state_precision == "fp16":
+        return ct.precision.FLOAT16
+    return ct.transform.FP16ComputePrecision(op_selector=lambda op: op.op_type in FP16_OPS)
+
+
+FP16_OPS = ("linear", "matmul")
 COMPRESSED_OP = {"ternary": "constexpr_lut_to_dense", "int8": "constexpr_blockwise_shift_scale", "int4": "constexpr_blockwise_shift_scale"}
 
 
@@ -146,7 +167,7 @@ class CoreMLExporter:
     name = "coreml"
     model_file = MODEL_FILE
     runtime = "coreml"
-    default_precision = "fp16"
+    default_precision = "fp32"  # with fp16x2 states: the trained model (fp16: see _compute_precision)
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         try:
@@ -155,6 +176,11 @@ class CoreMLExporter:
         except ImportError as err:
             raise ImportError("the coreml target needs coremltools: pip install 'edgespike[export]'") from err
         _register_composites()
+        state_precision = options.state_precision or DEFAULT_STATE_PRECISION
+        if state_precision not in STATE_PRECISIONS:
+            raise EdgespikeError(f"unknown --state-precision {state_precision!r}; choose {' or '.join(STATE_PRECISIONS)}")
+        if state_precision == "fp16x2":
+            step.split_states()
         populations = step.spike_populations()
         step.spike_rates = bool(populations)  # a second output for the app's live spike view
         try:
@@ -162,8 +188,10 @@ class CoreMLExporter:
         finally:
             step.spike_rates = False
         states = [  # Core ML states are fp16 only, whatever the compute precision
-            ct.StateType(wrapped_type=ct.TensorType(shape=spec.shape, dtype=np.float16), name=spec.buffer)
+            ct.StateType(wrapped_type=ct.TensorType(shape=spec.shape, dtype=np.float16), name=buffer)
             for spec in step.specs
+            for buffer in (spec.buffer, spec.lo_buffer)
+            if buffer
         ]
         # fuse_linear_bias would fold a layer's bias add into its linear under a new weight name,
         # hiding the coded weight from the compression below (and the spike linear's meaning)
@@ -177,7 +205,7 @@ class CoreMLExporter:
             outputs=[ct.TensorType(name=name) for name in (("logits", "spike_rates") if populations else ("logits",))],
             states=states,
             minimum_deployment_target=ct.target.iOS18,
-            compute_precision=ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32,
+            compute_precision=_compute_precision(options.precision, state_precision),
             skip_model_load=True,
         )
         coded = [
@@ -200,7 +228,7 @@ class CoreMLExporter:
         return {
             "minimum_deployment_target": MIN_IOS,
             **io,
-            "state_precision": "fp16",
+            "state_precision": state_precision,
             "compressed_weights": len(coded),
             "spike_values": spike_values,
         }

@@ -19,6 +19,7 @@ class ExportOptions:
     batch: int = 1
     chip: str | None = None  # neuronchip: a chip preset (edgespike.chip.CHIPS) or .toml path; None: loihi
     weights: str | None = None  # edgespike.quant.weights format; None: the model's default
+    state_precision: str | None = None  # coreml: fp16 or fp16x2 (edgespike.quant.state); None: fp16x2
 
 
 class Exporter(Protocol):

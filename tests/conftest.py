@@ -7,7 +7,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-FUZZ_EXAMPLES, QUICK_EXAMPLES = 10_000, 40  # per loader: `pytest -m fuzz --fuzz`, and every normal run
+FUZZ_EXAMPLES, QUICK_EXAMPLES = 10_000, 100  # per loader: `pytest -m fuzz --fuzz`, and every normal run
 
 
 def pytest_addoption(parser):

@@ -16,6 +16,10 @@ def test_models_json_lists_every_family_and_the_evospikenet_table():
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["models"]
     assert {r["family"] for r in rows} == {"pulse", "slms_pulse", "spikingbrain", "spikingbrain_hf", "evospikenet", "neurogen", "ultimate", "nir_graph"}
+    origins = {r["family"]: r["origin"] for r in rows}
+    assert origins["slms_pulse"] == origins["spikingbrain_hf"] == "as published"  # their real checkpoints import
+    assert origins["pulse"] == "edgespike's design after seed 003" and origins["nir_graph"] == "built from a NIR graph"
+    assert all(o.startswith("edgespike's design after seed") for f, o in origins.items() if f in {"spikingbrain", "evospikenet", "neurogen", "ultimate"})
     evo = {r["preset"]: r for r in rows if r["family"] == "evospikenet"}
     for preset, billions in {"3b-balanced": 2.7, "3b-wider": 3.2, "3b-deeper": 3.3, "7b-llama": 6.7, "7b-larger": 8.3}.items():
         row = evo[preset]

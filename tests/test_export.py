@@ -75,11 +75,12 @@ def test_fp16_coreml(family, tmp_path):
     Ternary weights for every family, so the 2-bit LUT structure check applies (spikingbrain_hf's
     fp16-weight default sits at the tolerance's edge in fp16 compute: conversion top-1 0.875-0.94
     by seed, its W8ASpike integer roundings flipping)."""
-    result = _export(family, "coreml", tmp_path, ExportOptions(weights="ternary"))
+    result = _export(family, "coreml", tmp_path, ExportOptions(weights="ternary", precision="fp16", state_precision="fp16"))
     v = result.manifest["validation"]
     assert v["passed"], v
     assert all(v["checks"].values())
     assert result.manifest["precision"] == "fp16" and result.manifest["minimum_deployment_target"] == "iOS18"
+    assert result.manifest["state_precision"] == "fp16" and not any("lo_buffer" in s for s in result.manifest["states"])
     if platform.system() != "Darwin":
         assert v["runtime"] == "mil-interpreter"
     assert v["conversion"]["top1_agreement"] >= 0.9 and v["conversion"]["max_abs_logit_diff"] <= 1.5
@@ -88,6 +89,25 @@ def test_fp16_coreml(family, tmp_path):
     # every LIF's spikes are compared where the model has LIF neurons; fp16 flips some, never most
     assert (v["spike_flip_rate"] is not None) == has_lif and (not has_lif or v["spike_flip_rate"] < 0.2)
     assert bool(result.manifest["spike_values"]) == has_lif
+
+
+def test_coreml_default_fp16x2_states_keep_the_trained_dynamics(tmp_path):
+    """Core ML states are fp16; the default fp16 pairs at fp32 compute give the demo's rollout back
+    (one fp16 state each: top-1 0.828, 2 % flips, greedy differs)."""
+    model = models.load("demo")
+    result = export(model, "coreml", tmp_path / "coreml", source="demo",
+                    validate=lambda d, m: validate_artifact(d, m, model))
+    manifest, v = result.manifest, result.manifest["validation"]
+    assert manifest["precision"] == "fp32" and manifest["state_precision"] == "fp16x2"
+    assert all(spec["lo_buffer"] == spec["buffer"] + "__lo" for spec in manifest["states"]) and all(v["checks"].values())
+    assert v["top1_agreement"] >= 0.97 and v["greedy_match"] and v["spike_flip_rate"] <= 0.001, v
+    assert v["conversion"]["max_abs_logit_diff"] <= 1e-4
+
+
+def test_unknown_state_precision_is_refused(tmp_path):
+    with pytest.raises(EdgespikeError, match="unknown --state-precision 'fp8'; choose fp16 or fp16x2"):
+        export(models.create("pulse", "tiny"), "coreml", tmp_path / "x", ExportOptions(state_precision="fp8"))
+    assert not (tmp_path / "x").exists()
 
 
 def _numel(tensor):

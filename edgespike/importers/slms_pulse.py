@@ -80,7 +80,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def to_edgespike(state: dict[str, torch.Tensor], config: SlmsPulseConfig, path: Path, where: str) -> dict[str, torch.Tensor]:
     """The published tensors under edgespike's names, every name and shape checked."""
-    model = build(config, "meta")
+    try:  # on the meta device: nothing allocated, whatever the sizes
+        model = build(config, "meta")
+    except (RuntimeError, ValueError, TypeError, ArithmeticError) as err:
+        raise EdgespikeError(f"{where} describes no buildable model: {str(err).splitlines()[0][:200]}") from None
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     lif_paths = [name for name, module in model.named_modules() if isinstance(module, LIF)]
     published = {**expected, TIED_HEAD: expected["token_emb.weight"], **{f"{p}.{RESET_KEY}": () for p in lif_paths}}

@@ -124,12 +124,19 @@ def shard_files(directory: Path) -> list[Path]:
         for name in names:
             if Path(name).name != name:
                 raise EdgespikeError(f"{index_path} names shard {name!r} outside {directory}; a shard is a file beside the index")
-            if not (directory / name).is_file():
+            if not _is_file(directory / name):
                 raise EdgespikeError(f"{index_path} names shard {name!r}, which is not in {directory}; download it")
         return [directory / name for name in names]
     if single.is_file():
         return [single]
     raise EdgespikeError(f"{directory} has neither {INDEX_FILE} nor {SINGLE_FILE}; give the dir holding the weights")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system, and the like
+        return False
 
 
 def scan_shards(shards: list[Path], index: dict | None) -> dict[str, tuple[Path, str, tuple[int, ...]]]:
@@ -161,7 +168,10 @@ def scan_shards(shards: list[Path], index: dict | None) -> dict[str, tuple[Path,
 
 
 def check_layout(found: dict, config: SpikingBrainHFConfig, config_path: Path) -> None:
-    expected = {name: tuple(t.shape) for name, t in build(config, "meta").state_dict().items()}
+    try:  # on the meta device: nothing allocated, whatever the sizes
+        expected = {name: tuple(t.shape) for name, t in build(config, "meta").state_dict().items()}
+    except (RuntimeError, ValueError, TypeError, ArithmeticError) as err:
+        raise EdgespikeError(f"{config_path} describes no buildable model: {str(err).splitlines()[0][:200]}") from None
     layout = "W8ASpike" if config.w8aspike else "base / SFT"
     missing = [name for name in expected if name not in found]
     unexpected = [name for name in found if name not in expected]

@@ -1,4 +1,5 @@
-"""``evospikenet``: EvoSpikeNetLM, ChronoSpikeAttention + SpikingFFN blocks (seed 000).
+"""``evospikenet``: edgespike's design after the EvoSpikeNetLM write-up (seed 000), ChronoSpikeAttention +
+SpikingFFN blocks. No EvoSpikeNet code or weights are public, so no family computes "the published model".
 
 The seed fixes the parameter budget, params ~ 2Vd + 12Ld²: an untied input embedding and output
 head (2Vd) and L blocks of ChronoSpikeAttention (q, k, v, o: 4d²) and SpikingFFN (d -> 4d -> d:
@@ -10,7 +11,10 @@ Per block, with T timesteps per token, layer-major (DESIGN.md):
     x += W_o ChronoAttention(q, k, v)
     s2 = LIF(RMSNorm(x) held for T steps);  h = LIF(W_up s2);  x += mean_T(W_down h)    h [S*T, B, 4d]
 
-ChronoSpikeAttention (the seed names it and gives its size, nothing else; this is our design):
+ChronoSpikeAttention (the seed names it and gives its size, 4d²; the public EvoSpikeNet docs describe it
+twice, inconsistently: a sigmoid attention over the T timesteps of a spike tensor with a causal decay
+mask exp(-(t - t')/tau), and a softmax with a Gaussian time bias 0.7 exp(-(t_i - t_j)²/512),
+``../shared/seeds/PUBLISHED.md`` section 5; ours follows neither):
 causal multi-head attention over the last ``window`` tokens whose weights decay with the age of
 the key, a fixed time constant per head and no learned parameter:
     a_ij = softmax_j(q_i k_j / sqrt(h) - m_H (i - j)),   i.e.  exp(q_i k_j / sqrt(h)) * exp(-m_H (i - j))
@@ -34,7 +38,7 @@ from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig
 from edgespike.models.base import SpikingLM, State, prefixed, sub_state
-from edgespike.models.registry import register_family
+from edgespike.models.registry import after_seed, register_family
 from edgespike.nn import LIF, RMSNorm, alibi_slopes, empty_cache, mean_over_time, repeat_over_time, windowed_attention
 
 FFN_MULT = 4  # SpikingFFN width, d -> 4d -> d (8d² parameters)
@@ -169,4 +173,4 @@ PRESETS = {
     "7b-larger": _full_size(40, 4096),  # ~8.3B
 }
 
-register_family(EvoSpikeNet, PRESETS, summary="EvoSpikeNetLM: ChronoSpikeAttention + SpikingFFN, 2Vd + 12Ld² params")
+register_family(EvoSpikeNet, PRESETS, summary="EvoSpikeNetLM: ChronoSpikeAttention + SpikingFFN, 2Vd + 12Ld² params", origin=after_seed("000"))

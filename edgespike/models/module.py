@@ -136,7 +136,7 @@ class ModuleLM(SpikingLM):
         return copied
 
 
-register_family(ModuleLM, {}, "your own nn.Module (snntorch or plain PyTorch): `edgespike export model.py:FACTORY`")
+register_family(ModuleLM, {}, "your own nn.Module (snntorch or plain PyTorch): `edgespike export model.py:FACTORY`", origin="your own nn.Module")
 
 
 def check_logits(logits, batch: int, seq: int | None = None) -> Tensor:

@@ -1,4 +1,6 @@
-"""``neurogen``: NeuroGen 2.0, modular LIF populations wired by sparse synapses (seed 001).
+"""``neurogen``: edgespike's design after the NeuroGen 2.0 write-up (seed 001), modular LIF populations wired
+by sparse synapses. The published NeuroGen 2.0 (C++/CUDA: mV-scale LIF with adaptation, one step per token,
+fixed random synapses, a voltage readout) has no trained checkpoint to load (PUBLISHED.md section 4).
 
 Six populations of LIF neurons, named after the brain areas they stand for, pass spikes
 along one pathway per token (T timesteps each):
@@ -51,7 +53,7 @@ from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig, SpikeConfig
 from edgespike.models.base import SpikingLM, State, prefixed, sub_state
-from edgespike.models.registry import register_family
+from edgespike.models.registry import after_seed, register_family
 from edgespike.nn import LIF, mean_over_time, repeat_over_time
 
 # (population, inputs, gate): current = sum over inputs of W s, times sigmoid(W_gate s_gate).
@@ -231,4 +233,4 @@ PRESETS = {
     ),
 }
 
-register_family(NeuroGen, PRESETS, summary="NeuroGen 2.0: six LIF brain-area populations, sparse fan-in synapses, recurrent PFC/hippocampus")
+register_family(NeuroGen, PRESETS, summary="NeuroGen 2.0: six LIF brain-area populations, sparse fan-in synapses, recurrent PFC/hippocampus", origin=after_seed("001"))

@@ -219,4 +219,4 @@ PRESETS = {
     ),
 }
 
-register_family(NirGraphLM, PRESETS, summary="a spiking graph imported from NIR (LIF / CubaLIF / Affine / Linear) between an embedding and a readout")
+register_family(NirGraphLM, PRESETS, summary="a spiking graph imported from NIR (LIF / CubaLIF / Affine / Linear) between an embedding and a readout", origin="built from a NIR graph")

@@ -1,8 +1,12 @@
-"""``pulse``: the SLMS Pulse spiking transformer (seed 003).
+"""``pulse``: edgespike's spiking transformer after the SLMS Pulse write-up (seed 003).
 
-A decoder-only transformer whose blocks speak in spikes: pre-RMSNorm, LIF neurons
-(snntorch-style Leaky, reset by subtraction), grouped-query attention over a sliding window,
-a spiking MLP, tied input/output embeddings, a BPE-1024 tokenizer.
+edgespike's own design, not the published model: SLMS Pulse as its public code computes it
+(RoPE, LIF on the branch outputs, SwiGLU with biases; its Pulse-1B checkpoint imports) is the
+``slms_pulse`` family (``../shared/seeds/PUBLISHED.md`` section 1 compares the two).
+
+A decoder-only transformer whose blocks speak in spikes: pre-RMSNorm, LIF neurons on the
+linears' inputs (``edgespike::lif``: immediate reset by subtraction, a fixed beta), grouped-query
+attention over a sliding window, a spiking MLP, tied input/output embeddings, a BPE-1024 tokenizer.
 
 Per block, with T timesteps per token, layer-major (DESIGN.md):
     s  = LIF(RMSNorm(x) held for T steps)                 spikes [S*T, B, d]
@@ -15,9 +19,10 @@ Choices where the seed is silent:
   ended, so every LIF population's membrane is decode state.
 - Positions: ALiBi distances instead of RoPE (see ``edgespike.nn.attention``), so the KV
   cache is a shift buffer and the state holds no absolute position.
-- The seed publishes no Pulse-1B config; ``pulse-1b`` reaches 1.0B parameters with its
-  1024-token vocabulary by width and depth like Llama-style 1B models (d=2048, 30 layers,
-  16 query / 4 KV heads, SwiGLU-free MLP of 5632).
+- ``pulse-1b`` is our 1.0B config, not the published one: with the seed write-up's 1024-token
+  vocabulary it reaches 1.0B parameters by width and depth like Llama-style 1B models (d=2048,
+  30 layers, 16 query / 4 KV heads, SwiGLU-free MLP of 5632). The published Pulse-1B (vocab
+  32,768, 18 layers, 16 / 8 heads, SwiGLU of 8192 with biases) is ``slms_pulse``'s ``pulse-1b``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig, SpikeConfig
 from edgespike.models.base import SpikingLM, State, prefixed, sub_state
-from edgespike.models.registry import register_family
+from edgespike.models.registry import after_seed, register_family
 from edgespike.nn import LIF, RMSNorm, alibi_slopes, empty_cache, mean_over_time, repeat_over_time, windowed_attention
 
 
@@ -129,4 +134,4 @@ PRESETS = {
     ),
 }
 
-register_family(Pulse, PRESETS, summary="SLMS Pulse: LIF transformer, GQA + sliding window, tied embeddings")
+register_family(Pulse, PRESETS, summary="SLMS Pulse: LIF transformer, GQA + sliding window, tied embeddings", origin=after_seed("003"))

@@ -12,22 +12,32 @@ from edgespike.errors import EdgespikeError
 from edgespike.models.base import SpikingLM
 
 
+AS_PUBLISHED = "as published"  # computes what the seed system's public code computes; its real checkpoint imports
+
+
+def after_seed(seed: str) -> str:
+    """The origin of a family edgespike designed from a seed write-up (``../shared/seeds/<seed>_*.txt``)."""
+    return f"edgespike's design after seed {seed}"
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
     model_class: type[SpikingLM]
     presets: dict[str, ModelConfig]
     summary: str  # one line for `edgespike models`
+    origin: str  # AS_PUBLISHED, after_seed("003"), or where else it comes from ("built from a NIR graph")
 
 
 FAMILIES: dict[str, Family] = {}
 
 
-def register_family(model_class: type[SpikingLM], presets: dict[str, ModelConfig], summary: str, override: bool = False) -> None:
+def register_family(model_class: type[SpikingLM], presets: dict[str, ModelConfig], summary: str, *, origin: str,
+                    override: bool = False) -> None:
     name = model_class.config_class.family
     if name in FAMILIES and not override:
         raise ValueError(f"model family {name!r} is already registered; pass override=True to replace it")
-    FAMILIES[name] = Family(name, model_class, presets, summary)
+    FAMILIES[name] = Family(name, model_class, presets, summary, origin)
 
 
 def get_family(name: str) -> Family:

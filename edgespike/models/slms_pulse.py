@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig, SpikeConfig
 from edgespike.models.base import SpikingLM, State, prefixed, sub_state
-from edgespike.models.registry import register_family
+from edgespike.models.registry import AS_PUBLISHED, register_family
 from edgespike.nn import LIF, RMSNorm, causal_cache_attention, empty_cache, windowed_attention
 
 GLOBAL_EVERY = 6  # layer i is global when i % 6 == 5 (layers.py, forward)
@@ -262,4 +262,4 @@ PRESETS = {
     ),
 }
 
-register_family(SlmsPulse, PRESETS, summary="SLMS Pulse as published (Pulse-1B): RoPE GQA local/global, LIF on branch outputs")
+register_family(SlmsPulse, PRESETS, summary="SLMS Pulse as published (Pulse-1B): RoPE GQA local/global, LIF on branch outputs", origin=AS_PUBLISHED)

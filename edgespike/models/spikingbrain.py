@@ -1,4 +1,9 @@
-"""``spikingbrain``: SpikingBrain-7B, hybrid linear / windowed attention on spike-coded activations (seed 002).
+"""``spikingbrain``: edgespike's design after the SpikingBrain-7B write-up (seed 002), hybrid linear / windowed
+attention on spike-coded activations.
+
+edgespike's own design, not the published model: SpikingBrain-7B as BICLab's code computes it (RoPE, q/k/v
+biases, ReLU feature map, no output gate; its checkpoints import) is the ``spikingbrain_hf`` family
+(``../shared/seeds/PUBLISHED.md`` section 2).
 
 A decoder whose layers alternate two token mixers, each followed by a SwiGLU MLP:
     even layers 0, 2, 4, ...: gated linear attention (GLA, Yang et al. 2023)
@@ -25,9 +30,11 @@ a loop over the tokens of a call; S is the decode state.
 Choices where the seed is silent, or where we depart from it:
 - Positions: ALiBi distances in the SWA layers instead of RoPE, as in ``pulse``: the KV cache is
   a shift buffer and the state holds no absolute position. GLA needs no positions.
-- GLA decays per key channel as in the GLA paper (SpikingBrain's released GLA decays per head);
-  its q, k, v have the SWA layers' GQA shapes, as SpikingBrain's GLA reuses them; its output norm
-  is an RMSNorm per head (SpikingBrain: LayerNorm); no short convolution (off in the seed's config).
+- GLA decays per channel, as in the GLA paper and in SpikingBrain's released GLA; but here per query
+  channel (W_up is 16 -> d), where SpikingBrain's decays per key channel of each KV head (16 -> Hkv * h,
+  repeated to the query heads); its q, k, v have the SWA layers' GQA shapes, as SpikingBrain's GLA
+  reuses them; its output norm is an RMSNorm per head, as SpikingBrain's; the output gate
+  silu(W_g x) is ours (SpikingBrain's GLA has none); no short convolution (off in the seed's config).
 - No biases on spiking linears (Qwen2.5, SpikingBrain's starting point, has q/k/v biases): a bias
   inside one would be counted once per step.
 - Two linears read their input unspiked: the LM head (W8ASpike quantizes the blocks), and W_up of the
@@ -50,7 +57,7 @@ from torch import Tensor, nn
 
 from edgespike.config import CODINGS, ConfigError, ModelConfig, SpikeConfig
 from edgespike.models.base import SpikingLM, State, prefixed, sub_state
-from edgespike.models.registry import register_family
+from edgespike.models.registry import after_seed, register_family
 from edgespike.nn import RMSNorm, SpikeEncoder, alibi_slopes, empty_cache, windowed_attention
 
 LAYER_KINDS = ("gla", "swa")
@@ -260,4 +267,4 @@ PRESETS = {
     ),
 }
 
-register_family(SpikingBrain, PRESETS, summary="SpikingBrain-7B: GLA / SWA hybrid, SwiGLU, W8ASpike activation spikes")
+register_family(SpikingBrain, PRESETS, summary="SpikingBrain-7B: GLA / SWA hybrid, SwiGLU, W8ASpike activation spikes", origin=after_seed("002"))

@@ -62,7 +62,7 @@ from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig
 from edgespike.models.base import SpikingLM, State, prefixed, sub_state
-from edgespike.models.registry import register_family
+from edgespike.models.registry import AS_PUBLISHED, register_family
 from edgespike.nn import RMSNorm, SpikeEncoder, empty_cache, windowed_attention
 from edgespike.nn.ternary_linear import TernaryLinear
 from edgespike.quant.activations import round_ste
@@ -449,4 +449,5 @@ PRESETS = {
 register_family(
     SpikingBrainHF, PRESETS,
     summary="SpikingBrain-7B as published (BICLab): GLA + RoPE sliding-window attention, base or W8ASpike",
+    origin=AS_PUBLISHED,
 )

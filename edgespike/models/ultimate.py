@@ -1,4 +1,6 @@
-"""``ultimate``: the "Ultimate SNN" character-level language model (seed 004).
+"""``ultimate``: edgespike's design after the "Ultimate SNN" write-up (seed 004), a character-level LM.
+The published code is a numpy reservoir (only its readout trained, nothing saved), so there is nothing
+to load; this family is a trained RWKV-style network instead (PUBLISHED.md section 3).
 
 BitNet ternary weights, RWKV time mixing and channel mixing, LIF neurons in between, and a
 hybrid readout from both the spike counts and the membrane potentials of a last LIF
@@ -54,7 +56,7 @@ from torch import Tensor, nn
 
 from edgespike.config import ConfigError, ModelConfig
 from edgespike.models.base import SpikingLM, State, prefixed, sub_state
-from edgespike.models.registry import register_family
+from edgespike.models.registry import after_seed, register_family
 from edgespike.nn import LIF, RMSNorm, mean_over_time, repeat_over_time
 
 EMPTY = -1.0e4  # p of an empty WKV state (b = 0): e^(EMPTY - q) is 0, and fp16 holds it
@@ -227,4 +229,4 @@ PRESETS = {
     "ultimate": UltimateConfig(vocab_size=256, d_model=500, n_layers=2, ffn_dim=1000),  # "Super Ultimate (500n)"
 }
 
-register_family(Ultimate, PRESETS, summary="Ultimate SNN: char-level, BitNet ternary, RWKV time/channel mix, spike + membrane readout")
+register_family(Ultimate, PRESETS, summary="Ultimate SNN: char-level, BitNet ternary, RWKV time/channel mix, spike + membrane readout", origin=after_seed("004"))

@@ -98,7 +98,7 @@ def text_tokens(model, options: ProfileOptions) -> tuple[list[int], str]:
         text, source = data.split_corpus(data.read_corpus(options.corpus))[1], f"{options.corpus} corpus, held-out split"
     if not text.strip():
         raise EdgespikeError(f"the text from {source} is empty; pass a UTF-8 file with some text")
-    ids = data.encode(model.tokenizer, text[: 40 * options.tokens])[: options.tokens].tolist()
+    ids = data.first_tokens(model.tokenizer, text, options.tokens)
     if not ids:
         raise EdgespikeError(f"the text from {source} encodes to no tokens")
     return ids, source

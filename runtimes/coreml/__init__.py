@@ -9,9 +9,23 @@ from pathlib import Path
 
 import numpy as np
 
+from edgespike.quant.state import split_state
 from edgespike.runtimes.registry import check_token, missing_runtime, position_inputs, register_runtime
 
 log = logging.getLogger(__name__)
+
+
+def state_buffers(manifest: dict, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The fp16 Core ML states holding ``values`` (by state name): one each, or an fp16x2 pair's
+    hi and lo halves (``edgespike.quant.state``)."""
+    buffers = {}
+    for spec in manifest["states"]:
+        value = np.asarray(values[spec["name"]], dtype=np.float32)
+        if spec.get("lo_buffer"):
+            buffers[spec["buffer"]], buffers[spec["lo_buffer"]] = split_state(value)
+        else:
+            buffers[spec["buffer"]] = value.astype(np.float16)
+    return buffers
 
 
 class MILInterpreterSession:
@@ -35,9 +49,9 @@ class MILInterpreterSession:
         self.position = 0
 
     def set_state(self, values: dict[str, np.ndarray]) -> None:
-        """Overwrite the carried state (by the manifest's state names), rounded to the state's dtype."""
-        for spec in self.manifest["states"]:
-            self.state[spec["buffer"]] = np.asarray(values[spec["name"]]).astype(self.state[spec["buffer"]].dtype)
+        """Overwrite the carried state (by the manifest's state names), rounded as the states hold it."""
+        for buffer, value in state_buffers(self.manifest, values).items():
+            self.state[buffer] = value.astype(self.state[buffer].dtype)
 
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])
@@ -64,8 +78,8 @@ class CoreMLSession:
 
     def set_state(self, values: dict[str, np.ndarray]) -> None:
         """Overwrite the carried state (by the manifest's state names); Core ML states are fp16."""
-        for spec in self.manifest["states"]:
-            self.state.write_state(spec["buffer"], np.asarray(values[spec["name"]], np.float16))
+        for buffer, value in state_buffers(self.manifest, values).items():
+            self.state.write_state(buffer, value)
 
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])

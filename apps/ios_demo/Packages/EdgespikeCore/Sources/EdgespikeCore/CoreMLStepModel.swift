@@ -87,8 +87,10 @@ public actor CoreMLStepModel: StepModel {
             return SpikeActivity(kind: .spikeRate, populations: names, values: values)
         }
         guard !membranes.isEmpty else { return nil }
-        let read = membranes.map { spec in
-            (name: spec.name, values: state.withMultiArray(for: spec.buffer) { MLShapedArray<Float>(converting: $0).scalars })
+        let read = membranes.map { spec in  // hi + lo for an fp16x2 state
+            (name: spec.name, values: spec.buffers.map { buffer in
+                state.withMultiArray(for: buffer) { MLShapedArray<Float>(converting: $0).scalars }
+            }.reduce(into: [Float]()) { sum, half in sum = sum.isEmpty ? half : zip(sum, half).map(+) })
         }
         return .membrane(read, threshold: manifest.config.spike.threshold)
     }

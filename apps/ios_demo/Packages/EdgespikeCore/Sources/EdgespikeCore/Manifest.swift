@@ -61,14 +61,21 @@ public struct Manifest: Codable, Sendable, Equatable {
     }
 
     /// `name` is the model's dotted name ("layers.0.v_mlp"); Core ML names the state `buffer`.
+    /// An fp16x2 state (`state_precision`) is two fp16 Core ML states, `buffer` (hi) and
+    /// `loBuffer` (lo): its value is hi + lo.
     public struct StateSpec: Codable, Sendable, Equatable {
         public let name: String
         public let buffer: String
         public let shape: [Int]
+        public let loBuffer: String?
 
         enum CodingKeys: String, CodingKey {
             case name, buffer, shape
+            case loBuffer = "lo_buffer"
         }
+
+        /// Every Core ML state holding this one.
+        public var buffers: [String] { [buffer] + (loBuffer.map { [$0] } ?? []) }
     }
 }
 
@@ -130,12 +137,14 @@ public extension Manifest {
         for output in outputs where model.outputs[output.name] == nil {
             throw EdgespikeError.manifestMismatch("the model has no output \"\(output.name)\"")
         }
-        let declared = Set(states.map(\.buffer)), actual = Set(model.states.keys)
+        let declared = Set(states.flatMap(\.buffers)), actual = Set(model.states.keys)
         guard declared == actual else {
             throw EdgespikeError.statesMismatch(missing: declared.subtracting(actual).sorted(), unexpected: actual.subtracting(declared).sorted())
         }
-        for state in states where model.states[state.buffer] != state.shape {
-            throw EdgespikeError.stateShape(name: state.name, manifest: state.shape, model: model.states[state.buffer] ?? [])
+        for state in states {
+            for buffer in state.buffers where model.states[buffer] != state.shape {
+                throw EdgespikeError.stateShape(name: state.name, manifest: state.shape, model: model.states[buffer] ?? [])
+            }
         }
     }
 

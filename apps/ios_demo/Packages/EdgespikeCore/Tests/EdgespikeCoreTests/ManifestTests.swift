@@ -17,7 +17,7 @@ final class ManifestTests: XCTestCase {
         ModelSignature(
             inputs: Dictionary(uniqueKeysWithValues: manifest.inputs.map { ($0.name, $0.shape) }),
             outputs: Dictionary(uniqueKeysWithValues: manifest.outputs.map { ($0.name, $0.shape) }),
-            states: Dictionary(uniqueKeysWithValues: manifest.states.map { ($0.buffer, $0.shape) })
+            states: Dictionary(uniqueKeysWithValues: manifest.states.flatMap { spec in spec.buffers.map { ($0, spec.shape) } })
         )
     }
 
@@ -29,6 +29,7 @@ final class ManifestTests: XCTestCase {
         XCTAssertEqual(manifest.membraneStates.count, 3 * manifest.config.nLayers)  // v_attn, v_mlp, v_hidden per layer
         XCTAssertFalse(manifest.membraneStates.contains { $0.name.contains(".kv.") })
         XCTAssertNoThrow(try manifest.validate(against: signature(of: manifest)))
+        XCTAssertTrue(manifest.states.allSatisfy { $0.loBuffer == $0.buffer + "__lo" })  // fp16x2: hi + lo states
     }
 
     func testModelWithOtherStatesIsRejected() throws {
