@@ -62,6 +62,7 @@ class Entry:
     model: str | None = None
     timesteps: int | None = None
     weights: str | None = None
+    runtime: str | None = None  # an artifact's runtime other than its own (runtimes.pick)
 
 
 def host_facts() -> dict:
@@ -85,10 +86,13 @@ def bench(
     baseline: bool = True,
     model: str | None = None,
     on_run: Callable[[str, int], None] | None = None,
+    runtime: str | None = None,
 ) -> dict:
-    """The report of benchmarking ``artifacts`` (and the eager baseline) on this host."""
+    """The report of benchmarking ``artifacts`` (and the eager baseline) on this host; ``runtime`` runs every
+    artifact on that runtime instead of its own."""
     from edgespike.artifact import model_bytes, read_manifest
     from edgespike.models import load as load_model
+    from edgespike.runtimes import pick
     from edgespike.validate import held_out_tokens
 
     manifests = {path: read_manifest(path) for path in artifacts}
@@ -98,7 +102,8 @@ def bench(
         raise EdgespikeError("the artifacts come from different models (or none is recorded); name the baseline with --model")
     timesteps = {m["timesteps"] for m in manifests.values()}
     weights = {m.get("weights") for m in manifests.values()}
-    entries = [Entry(_label(path, m, manifests), artifact=path) for path, m in manifests.items()]
+    entries = [Entry(_label(path, m, manifests), artifact=path, runtime=pick(Path(path), m, runtime) if runtime else None)
+               for path, m in manifests.items()]
     if baseline:
         entries.insert(0, Entry("eager", model=source, timesteps=timesteps.pop() if len(timesteps) == 1 else None,
                                 weights=weights.pop() if len(weights) == 1 else None))
@@ -174,7 +179,7 @@ def _measure(entry: Entry, tokens: list[int], new_tokens: int) -> dict:
     if entry.artifact:
         from edgespike.runtimes import load as load_session
 
-        session = load_session(entry.artifact)
+        session = load_session(entry.artifact, runtime=entry.runtime)
     else:
         from edgespike.models import load as load_model
         from edgespike.runtimes.eager import EagerSession

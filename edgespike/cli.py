@@ -266,6 +266,9 @@ def _human_bytes(count: float) -> str:
     return f"{count / 1e6:.2f} MB" if count >= 1e5 else f"{count / 1e3:.1f} kB"
 
 
+RUNTIME_HELP = "Run the artifact on this runtime instead of its own (neuronchip bundles: neuronchip or sanafe)."
+
+
 @app.command("generate")
 def generate_command(
     model: str = typer.Argument("demo", help=MODEL_HELP + " Or an exported artifact dir."),
@@ -276,6 +279,7 @@ def generate_command(
     seed: int = typer.Option(0, help="Sampling seed."),
     stream: bool = typer.Option(True, "--stream/--no-stream", help="Print the text as it is generated."),
     checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
+    runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
 ):
     """Continue a prompt with a model or an exported artifact."""
     from edgespike import models
@@ -289,7 +293,7 @@ def generate_command(
 
         from edgespike.runtimes import load as load_session
 
-        session = load_session(model)
+        session = load_session(model, runtime=runtime)
         errors.print(f"[dim]running {model} with {session.runtime}[/]", highlight=False)
         step = session_step(session)
         if hasattr(session, "stats"):  # a simulator's per-token estimates (NeuronChip)
@@ -299,6 +303,8 @@ def generate_command(
             raise EdgespikeError(f"{model} has no tokenizer.json; export a model that has a tokenizer")
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
     else:
+        if runtime:
+            raise EdgespikeError(f"--runtime {runtime} picks the runtime of an exported artifact; {model} is a model: export it first")
         lm = models.load(_model_spec(model, checkpoint)).eval()
         if lm.tokenizer is None:
             raise EdgespikeError("this model has no tokenizer (an untrained preset?); train it with `edgespike train` first")
@@ -593,6 +599,8 @@ def profile_command(
     plot: Optional[Path] = typer.Option(None, help="Write a PNG: spike rate per layer, energy breakdown per target."),
     list_targets: bool = typer.Option(False, "--list", help="List the targets and exit."),
     checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
+    chip_model: str = typer.Option("edgespike", help="Chip targets' per-event costs: edgespike (the chip file) or sanafe "
+                                   "(SANA-FE's Loihi architecture; the sanafe extra)."),
 ):
     """Operations, measured spike sparsity, and estimated energy and latency per token on each target."""
     from edgespike.profile import ProfileOptions, profile, sweep
@@ -603,7 +611,8 @@ def profile_command(
             console.print(f"[bold]{name}[/]: {load_target(name).summary}", highlight=False)
         return
     model = _model_spec(model, checkpoint)
-    options = ProfileOptions(targets=target, text_file=text, corpus=corpus, tokens=tokens, firing_rate=firing_rate, timesteps=timesteps)
+    options = ProfileOptions(targets=target, text_file=text, corpus=corpus, tokens=tokens, firing_rate=firing_rate, timesteps=timesteps,
+                             chip_model=chip_model)
     with console.status("profiling"):
         if sweep_spec:
             key, _, values = sweep_spec.partition("=")
@@ -701,18 +710,21 @@ def bench_command(
     soak: Optional[int] = typer.Option(None, "--soak", help="Instead: step N tokens with the state carried, against eager "
                                        "(drift within the validation tolerance, RSS growth <= 1% after warm-up); exit 1 on a failure."),
     resync_every: int = typer.Option(50, help="--soak: tokens between comparisons from eager's state (runtimes whose state can be set)."),
+    runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
 ):
     """Measure decode latency, tokens/s, load time and peak memory of artifacts vs eager PyTorch (or --soak them)."""
     from edgespike.bench import BenchOptions, bench
 
     if soak is not None:
+        if runtime:
+            raise EdgespikeError("--runtime applies to the timed runs; --soak runs every artifact on its own runtime: drop one")
         return _soak(artifacts, soak, resync_every, json_file)
     if baseline not in ("eager", "none"):
         raise EdgespikeError(f"unknown baseline {baseline!r}; choose eager or none")
     options = BenchOptions(prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats)
     with Progress(TextColumn("[bold]bench[/]"), TextColumn("{task.fields[run]}"), TimeElapsedColumn(), console=errors) as bar:
         task = bar.add_task("bench", run="")
-        report = bench(artifacts, options, baseline=baseline == "eager", model=model,
+        report = bench(artifacts, options, baseline=baseline == "eager", model=model, runtime=runtime,
                        on_run=lambda name, repeat: bar.update(task, run=f"{name}, run {repeat + 1}/{repeats}"))
     if json_file:
         json_file.write_text(json.dumps(report, indent=2) + "\n")

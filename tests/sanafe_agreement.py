@@ -2,7 +2,8 @@
 ``python tests/sanafe_agreement.py [TOKENS]`` exports the demo and every family's tiny preset for Loihi and
 prints, per model, mean per token: spike agreement of every LIF call (free-running sessions, SANA-FE vs
 edgespike's simulator vs eager; and SANA-FE vs edgespike's simulator on the same input spikes), on-chip
-energy and chip latency from both cost models and their ratio, and wall time per token of each simulator."""
+energy and chip latency from both cost models and their ratio, and wall time per token of each simulator;
+"—" where a model has no chip LIF spikes to compare."""
 
 import sys
 import tempfile
@@ -36,7 +37,7 @@ def row(name: str, model, directory: Path, tokens: list[int]) -> dict:
     for module in eager.step_module.model.modules():
         if isinstance(module, LIF):
             module.register_forward_hook(lambda _m, _i, out: recorded.append(out[0].numpy().copy()))
-    counts = dict.fromkeys(("sf_ours", "sf_eager", "ours_eager", "total"), 0)
+    counts = {key: [0, 0] for key in ("sf_ours", "sf_eager", "ours_eager")}  # [agreeing, compared]
     sums = dict.fromkeys(("sf_e", "ours_e", "sf_t", "ours_t", "sf_wall", "ours_wall", "same_input", "sf_total", "ours_total"), 0.0)
     for token in tokens:
         recorded.clear()
@@ -44,8 +45,8 @@ def row(name: str, model, directory: Path, tokens: list[int]) -> dict:
         for key, (a, b) in {"sf_ours": (sanafe.last_spikes, ours.last_spikes), "sf_eager": (sanafe.last_spikes, recorded),
                             "ours_eager": (ours.last_spikes, recorded)}.items():  # fmt: skip
             agree, total = agreement(a, b)
-            counts[key] += agree
-        counts["total"] += total
+            counts[key][0] += agree
+            counts[key][1] += total
         s, o = sanafe.stats, ours.stats
         sums["sf_e"] += s["sanafe_chip_energy_j"]
         sums["ours_e"] += sum(o["energy_breakdown_j"][k] for k in ON_CHIP)
@@ -58,9 +59,10 @@ def row(name: str, model, directory: Path, tokens: list[int]) -> dict:
         sums["same_input"] += s["spike_agreement"]
     n = len(tokens)
     mean = {k: v / n for k, v in sums.items()}
-    total = max(1, counts["total"])
+    lif = any(layer.lif is not None for layer in sanafe.layers)  # chip LIF layers (none: spikingbrain's coded ones, neurogen:tiny)
     return {"model": name, "layers": len(sanafe.layers), "open_s": open_s,
-            **{k: counts[k] / total for k in ("sf_ours", "sf_eager", "ours_eager")}, **mean}  # fmt: skip
+            **{k: agree / total if total else None for k, (agree, total) in counts.items()},
+            **mean, "same_input": mean["same_input"] if lif else None}  # fmt: skip
 
 
 def main(count: int = 16) -> None:
@@ -76,10 +78,11 @@ def main(count: int = 16) -> None:
     print("| model | chip layers | spikes SF=ours | SF=ours same input | SF=eager | ours=eager | on-chip µJ SF / ours (ratio) "
           "| chip µs SF / ours (ratio) | total µJ SF / ours | wall ms SF / ours | SF open s |")
     print("|---" * 11 + "|")
+    ratio = lambda a, b: f"{a / b:.2f}" if b else "—"  # noqa: E731
+    share = lambda x: "—" if x is None else f"{x:.4f}"  # noqa: E731  (— : no chip LIF spikes to compare)
     for r in rows:
-        ratio = lambda a, b: f"{a / b:.2f}" if b else "—"  # noqa: E731
-        print(f"| {r['model']} | {r['layers']} | {r['sf_ours']:.4f} | {r['same_input']:.4f} | {r['sf_eager']:.4f} | "
-              f"{r['ours_eager']:.4f} | {r['sf_e'] * 1e6:.3f} / {r['ours_e'] * 1e6:.3f} ({ratio(r['sf_e'], r['ours_e'])}) | "
+        print(f"| {r['model']} | {r['layers']} | {share(r['sf_ours'])} | {share(r['same_input'])} | {share(r['sf_eager'])} | "
+              f"{share(r['ours_eager'])} | {r['sf_e'] * 1e6:.3f} / {r['ours_e'] * 1e6:.3f} ({ratio(r['sf_e'], r['ours_e'])}) | "
               f"{r['sf_t'] * 1e6:.1f} / {r['ours_t'] * 1e6:.1f} ({ratio(r['sf_t'], r['ours_t'])}) | "
               f"{r['sf_total'] * 1e6:.2f} / {r['ours_total'] * 1e6:.2f} | {r['sf_wall'] * 1e3:.1f} / {r['ours_wall'] * 1e3:.1f} | "
               f"{r['open_s']:.1f} |")

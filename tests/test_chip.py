@@ -30,14 +30,25 @@ def test_preset_loads_with_a_source_for_every_constant(name):
 def test_loihi_preset_carries_the_published_figures():
     chip = load_chip("loihi")
     assert (chip.cores, chip.neurons_per_core) == (128, 1024)
-    assert chip.synop_energy_j == pytest.approx(23.6e-12)
-    assert chip.spike_local_energy_j == pytest.approx(1.7e-12)
     # up to 8-bit synaptic weights (Davies et al. 2018; Lava's weightutils), ternary ones packed 4x denser
     assert chip.weight_bits == 8 and chip.synapses_per_core(2) == 4 * chip.synapses_per_core(8) == 4 * 131072
     truenorth = load_chip("truenorth")
     assert truenorth.cores * truenorth.neurons_per_core == 1 << 20
     assert truenorth.timestep_s == pytest.approx(1e-3)
     assert truenorth.weight_bits == 2  # binary crossbar: ternary via two axon types, nothing wider
+
+
+def test_loihi_synop_and_spike_message_are_sanafe_validated_figures():
+    """loihi.toml's header: these two constants follow SANA-FE's arch/loihi.yaml (validated against measured Loihi)."""
+    pytest.importorskip("sanafe")
+    from edgespike.runtimes.neuronchip.sanafe import architecture
+
+    chip = load_chip("loihi")
+    arch = architecture(chip, "loihi", inputs=1)
+    core = arch.core(0)
+    synapse = next(unit for unit in core.pipeline_hw if unit.name == arch.synapse).model_info.model_attributes
+    assert chip.synop_energy_j == synapse["energy_process_spike"]
+    assert chip.spike_local_energy_j == core.axon_out[0].metrics.energy_message_out
 
 
 @pytest.mark.parametrize("name", CHIPS)

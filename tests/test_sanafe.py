@@ -1,10 +1,14 @@
 """The sanafe runtime: a hand-built two-layer network against the per-event costs of SANA-FE's Loihi file,
 the demo's chip export on SANA-FE beside edgespike's simulator, and bad input."""
 
+import re
+import subprocess
 import sys
+import tomllib
 
 import numpy as np
 import pytest
+import yaml
 
 from edgespike import models
 from edgespike.chip import load_chip
@@ -50,10 +54,14 @@ def test_hand_built_two_layer_network_against_the_loihi_file():
     assert cost_b["energy"]["network"] == pytest.approx(fired * (cost["message"] + 3.0e-12))  # tile 0 -> 1: one east hop
 
 
-def test_demo_chip_export_runs_on_sanafe(tmp_path, monkeypatch):
-    bundle = export(models.load("demo"), "neuronchip", tmp_path / "demo").path
-    monkeypatch.setenv("EDGESPIKE_NEURONCHIP_RUNTIME", "sanafe")
-    session, ours = load(bundle), load(bundle, runtime="neuronchip")
+@pytest.fixture(scope="module")
+def demo_bundle(tmp_path_factory):
+    return export(models.load("demo"), "neuronchip", tmp_path_factory.mktemp("sanafe") / "demo").path
+
+
+def test_demo_chip_export_runs_on_sanafe(demo_bundle, monkeypatch):
+    monkeypatch.setenv("EDGESPIKE_NEURONCHIP_RUNTIME", "sanafe")  # what validate (no --runtime) reads
+    session, ours = load(demo_bundle), load(demo_bundle, runtime="neuronchip")
     assert isinstance(session, SanafeSession) and "SANA-FE" in session.runtime
     synop_j = _costs(session.arch)["synop"]
     for token in (17, 300, 42):
@@ -62,9 +70,9 @@ def test_demo_chip_export_runs_on_sanafe(tmp_path, monkeypatch):
         assert np.isfinite(logits).all() and logits.argmax() == reference.argmax()
         assert stats["spike_agreement"] > 0.99 and "SANA-FE" in stats["cost_model"]
         assert stats["energy_j"] == pytest.approx(sum(stats["energy_breakdown_j"].values()))
-        # the same synaptic events in both simulators, charged 35.5 pJ (SANA-FE) and 23.6 pJ (edgespike's Loihi preset)
+        # the same synaptic events in both simulators, each charged its own file's synop energy
         assert stats["energy_breakdown_j"]["sanafe_synapse"] == pytest.approx(stats["synops"] * synop_j)
-        assert stats["edgespike_model"]["energy_breakdown_j"]["synops"] == pytest.approx(stats["synops"] * 23.6e-12)
+        assert stats["edgespike_model"]["energy_breakdown_j"]["synops"] == pytest.approx(stats["synops"] * ours.chip.synop_energy_j)
 
 
 def test_chip_file_sanafe_cannot_represent_names_the_field():
@@ -97,3 +105,61 @@ def test_check_budget_holds_sanafe_energy_per_token():
     assert verdict.passed is None and "neuronchip bundles only" in verdict.note
     targets = ("coreml", "onnx", "executorch", "neuronchip", "nir")
     assert load_budgets(None, targets)["neuronchip"].max_sanafe_energy_per_token_j is None  # opt-in
+
+
+def test_runtime_option_names_the_choices_and_reaches_the_bench_worker(demo_bundle):
+    from edgespike.bench import BenchOptions, bench
+
+    done = subprocess.run([sys.executable, "-m", "edgespike.cli", "generate", str(demo_bundle), "--prompt", "a", "--runtime", "onnx"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2 and "choose one of neuronchip, sanafe" in done.stderr and "Traceback" not in done.stderr
+    report = bench([str(demo_bundle)], BenchOptions(prompt_tokens=1, new_tokens=1, repeats=1), baseline=False, model="demo",
+                   runtime="sanafe")
+    assert "SANA-FE" in report["results"][0]["runtime"]  # the fresh worker process ran it on SANA-FE
+
+
+def _loihi_files() -> tuple[dict, dict]:
+    """(edgespike's loihi.toml, SANA-FE's arch/loihi.yaml) as data, read here from the files themselves."""
+    from importlib import resources
+
+    ours = tomllib.loads((resources.files("edgespike") / "chips" / "loihi.toml").read_text())
+    arch = yaml.safe_load((resources.files("sanafe.examples") / "loihi.yaml").read_text())["architecture"]
+    core = arch["tile"][0]["core"][0]
+    units = {unit["name"]: unit["attributes"] for kind in ("soma", "synapse", "axon_in", "axon_out") for unit in core[kind]}
+    lif, tiles = units["loihi_lif"], int(re.search(r"\.\.(\d+)\]", arch["tile"][0]["name"]).group(1)) + 1  # loihi_tile[0..31]
+    sync = arch["attributes"]["latency_sync"]
+    theirs = {"synop_j": units["loihi_dense_synapse"]["energy_process_spike"], "synop_s": units["loihi_dense_synapse"]["latency_process_spike"],
+              "update_j": lif["energy_access_neuron"] + lif["energy_update_neuron"],
+              "update_s": lif["latency_access_neuron"] + lif["latency_update_neuron"],
+              "spike_j": lif["energy_spike_out"] + units["loihi_out"]["energy_message_out"] + units["loihi_in"]["energy_message_in"],
+              "sync_s": sync[max(k for k in sync if k <= tiles)]}  # the table's entry for every tile in use
+    return ours, theirs
+
+
+def test_profile_chip_models_differ_by_what_the_per_event_constants_imply():
+    from edgespike.profile import ProfileOptions, profile
+
+    runs = {m: profile("demo", ProfileOptions(targets=["neuronchip"], tokens=8, chip_model=m)) for m in ("edgespike", "sanafe")}
+    per_token = runs["edgespike"]["per_token"]
+    assert runs["sanafe"]["per_token"] == per_token  # the same counted work, only the costs differ
+    ours, theirs = _loihi_files()
+    steps = runs["edgespike"]["model"]["timesteps"]
+    cycles = {"edgespike": (ours["synop_cycles"], ours["neuron_update_cycles"], 0.0),
+              "sanafe": (theirs["synop_s"] * ours["clock_hz"], theirs["update_s"] * ours["clock_hz"], theirs["sync_s"])}
+    chip_j = {"edgespike": (ours["synop_energy_j"], ours["neuron_update_energy_j"], ours["spike_local_energy_j"]),
+              "sanafe": (theirs["synop_j"], theirs["update_j"], theirs["spike_j"])}
+    expected = {}
+    for m, (synop_j, update_j, spike_j) in chip_j.items():
+        synop_c, update_c, sync_s = cycles[m]
+        seconds = (per_token["synops"] * synop_c + per_token["neuron_updates"] * update_c) / ours["clock_hz"] / ours["cores"] + steps * sync_s
+        assert runs[m]["targets"]["neuronchip"]["latency_per_token_s"] == pytest.approx(seconds)
+        expected[m] = (per_token["synops"] * synop_j + per_token["neuron_updates"] * update_j + per_token["spikes"] * spike_j
+                       + ours["static_power_w"] * seconds)  # fmt: skip
+    # the rest (host work, memory) is charged alike: the per-token energies differ by the chip events' costs alone
+    energy = {m: run["targets"]["neuronchip"]["energy_per_token_j"] for m, run in runs.items()}
+    assert energy["sanafe"] - energy["edgespike"] == pytest.approx(expected["sanafe"] - expected["edgespike"], rel=1e-9)
+    assert energy["sanafe"] / energy["edgespike"] != pytest.approx(1.0, abs=1e-3)
+    sources = runs["sanafe"]["targets"]["neuronchip"]["sources"]
+    for key in ("add_j", "neuron_update_j", "spike_j", "sync_per_timestep_s"):
+        assert sources[key].startswith("SANA-FE (Boyle et al.) Loihi architecture")
+    assert not runs["edgespike"]["targets"]["neuronchip"]["sources"]["add_j"].startswith("SANA-FE (Boyle et al.)")

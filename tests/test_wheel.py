@@ -43,3 +43,21 @@ def test_the_wheel_carries_the_demo_and_runs_export_from_a_fresh_venv(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "│ onnx   │ pass" in result.stdout and (tmp_path / "onnx" / "manifest.json").is_file()
+
+
+def test_the_action_installs_edgespike_from_its_own_source_and_the_workflow_uses_it():
+    import yaml
+
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    assert {"model", "targets", "budgets", "edgespike"} <= set(action["inputs"]) and "report" in action["outputs"]
+    scripts = "\n".join(step.get("run", "") for step in action["runs"]["steps"])
+    assert '"${REQUIREMENT:-$GITHUB_ACTION_PATH[export]}"' in scripts  # not the user's checkout (`pip install -e .`)
+    assert "-e ." not in scripts and "edgespike-venv/bin/edgespike\" check \"$MODEL\" --targets \"$TARGETS\"" in scripts
+    for step in action["runs"]["steps"]:  # inputs reach the shell as environment variables, never spliced into it
+        assert "${{" not in step.get("run", "")
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "edgespike-check.yml").read_text())
+    for job in workflow["jobs"].values():
+        (check,) = [step for step in job["steps"] if step.get("uses") == "./"]
+        assert check["with"]["model"] == "${{ env.MODEL }}"
+        assert not any("pip install" in step.get("run", "") for step in job["steps"])
+    assert workflow["env"]["MODEL"] == "demo"  # this repository's job checks the bundled demo through the action

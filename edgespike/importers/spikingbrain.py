@@ -153,7 +153,8 @@ def scan_shards(shards: list[Path], index: dict | None) -> dict[str, tuple[Path,
                         )
                     found[name] = (shard, piece.get_dtype(), tuple(piece.get_shape()))
         except (SafetensorError, OSError) as err:
-            raise EdgespikeError(f"{shard} is not a readable safetensors file ({err}); is it complete? re-download it") from None
+            reason = " ".join(str(err).split())[:300]  # safetensors echoes the bad value, newlines included
+            raise EdgespikeError(f"{shard} is not a readable safetensors file ({reason}); is it complete? re-download it") from None
     if index is not None:
         for name, (shard, _, _) in found.items():
             listed = index.get(name)

@@ -108,8 +108,8 @@ def read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             return {name: (f.get_slice(name).get_dtype(), tuple(f.get_slice(name).get_shape())) for name in f.keys()}
-    except (SafetensorError, OSError) as err:
-        raise EdgespikeError(f"{path} is not a readable safetensors file: {str(err).splitlines()[0][:200]}") from None
+    except (SafetensorError, OSError) as err:  # safetensors echoes the bad value, newlines included
+        raise EdgespikeError(f"{path} is not a readable safetensors file: {' '.join(str(err).split())[:300]}") from None
 
 
 def check_header(config, header: dict[str, tuple[str, tuple[int, ...]]], path: Path) -> None:

@@ -4,7 +4,9 @@
                                          block (``counting``), NeuroBench's metrics, and per target
                                          (``targets``) estimated energy with its breakdown, roofline
                                          latency, the ANN / quantized-ANN comparison and the
-                                         break-even firing rate (``estimate``)
+                                         break-even firing rate (``estimate``); chip targets' per-event
+                                         costs from edgespike's chip file or, with ``chip_model="sanafe"``,
+                                         SANA-FE's Loihi architecture (``targets.CHIP_MODELS``)
     sweep(spec, options, key, values) -> the same per value of timesteps or coding (with
                                          perplexity on the text) or firing_rate (meta-device models)
 
@@ -42,6 +44,7 @@ class ProfileOptions:
     firing_rate: float | None = None  # assumed rate: the model is built on the meta device
     timesteps: int | None = None  # None: the model's (or the artifact's)
     coding: str | None = None  # W8ASpike spike coding (spikingbrain); None: the model's
+    chip_model: str = "edgespike"  # chip targets' per-event costs: edgespike's chip file or SANA-FE's Loihi (targets.CHIP_MODELS)
 
 
 def resolve(spec: str, options: ProfileOptions) -> tuple[torch.nn.Module, dict]:
@@ -106,11 +109,12 @@ def text_tokens(model, options: ProfileOptions) -> tuple[list[int], str]:
 
 def profile(spec: str, options: ProfileOptions) -> dict:
     model, about = resolve(spec, options)
-    targets = [load_target(name) for name in options.targets]  # fail on a bad target before counting
+    targets = [load_target(name, options.chip_model) for name in options.targets]  # fail on a bad target before counting
     tokens, source = text_tokens(model, options)
     counts = count(model, tokens, options.timesteps, options.firing_rate)
-    return report(counts, targets, {**about, "family": counts.family, "parameters": counts.parameters,
-                                    "timesteps": counts.timesteps}, {"source": source, "tokens": len(tokens)})  # fmt: skip
+    result = report(counts, targets, {**about, "family": counts.family, "parameters": counts.parameters,
+                                      "timesteps": counts.timesteps}, {"source": source, "tokens": len(tokens)})  # fmt: skip
+    return {**result, "chip_model": options.chip_model}
 
 
 def report(counts: Counts, targets: list[Target], model: dict, text: dict) -> dict:

@@ -12,7 +12,8 @@ Energy (J per token, estimated), for a target with ``spike_compute``:
 
 Latency (s per token, estimated): a roofline, max(ops / peak_ops, bytes / bandwidth); the host
 uses its cache bandwidth when the bytes per token fit its last-level cache. A synop target
-spreads its cycles over all cores (a lower bound; the NeuronChip export gives the mapped figure).
+spreads its cycles over all cores (a lower bound; the NeuronChip export gives the mapped figure) and
+adds ``sync_per_timestep_s`` per timestep (SANA-FE's barrier sync with ``--chip-model sanafe``).
 
 The comparison, for the same network on the same target: ``ann`` replaces every spiking layer
 by dense fp32 activations and float weights (one pass, not T), ``qann`` by int8 activations
@@ -71,8 +72,10 @@ def latency(counts: Counts, target: Target) -> dict | None:
     """Roofline latency per token (layer-major: weights read once), with what bounds it."""
     if target.spike_compute == "synop":
         cycles = counts.total("synops") * target.timestep_cycles_per_synop + counts.total("neuron_updates") * target.timestep_cycles_per_update
-        seconds = cycles / target.clock_hz / target.cores
-        return {"latency_s": seconds, "bound": "chip (lower bound)", "note": f"chip cycles spread evenly over all {target.cores} cores"}
+        sync_s = counts.timesteps * target.sync_per_timestep_s
+        seconds = cycles / target.clock_hz / target.cores + sync_s
+        return {"latency_s": seconds, "bound": "chip (lower bound)", "sync_s": sync_s,
+                "note": f"chip cycles spread evenly over all {target.cores} cores, plus a barrier sync per timestep"}
     if not target.peak_ops_per_s:
         return None
     ops = 2 * (counts.total("dense_macs") if target.spike_compute == "dense" else counts.total("acs") + counts.total("macs"))

@@ -57,6 +57,7 @@ class Target:
     clock_hz: float  # synop targets: core clock, Hz
     cores: int  # synop targets: cores the work spreads over
     sources: dict[str, str]  # field -> citation, for every numeric field that is not 0
+    sync_per_timestep_s: float = 0.0  # synop targets: barrier sync added to every timestep, s
 
     def __post_init__(self):
         if self.spike_compute not in SPIKE_COMPUTE:
@@ -88,7 +89,7 @@ TARGET_DEFAULTS = {
     "spike_j": 0.0, "neuron_update_j": 0.0, "memory": True, "sram_capacity_bytes": (), "sram_byte_j": (),
     "dram_byte_j": 0.0, "peak_ops_per_s": 0.0, "bandwidth_bytes_per_s": 0.0, "cache_bytes": 0,
     "cache_bandwidth_bytes_per_s": 0.0, "static_power_w": 0.0, "timestep_cycles_per_synop": 0.0,
-    "timestep_cycles_per_update": 0.0, "clock_hz": 0.0, "cores": 0,
+    "timestep_cycles_per_update": 0.0, "clock_hz": 0.0, "cores": 0, "sync_per_timestep_s": 0.0,
 }  # fmt: skip
 
 
@@ -97,9 +98,15 @@ def target_names() -> list[str]:
     return sorted([p.name.removesuffix(".toml") for p in files.iterdir() if p.name.endswith(".toml")] + [HOST])
 
 
-def load_target(name_or_path: str) -> Target:
-    """A target by name (``target_names()``), ``host`` (measured now), or a .toml path."""
+def load_target(name_or_path: str, chip_model: str = "edgespike") -> Target:
+    """A target by name (``target_names()``), ``host`` (measured now), or a .toml path; a target with a ``chip``
+    takes its per-event costs from ``CHIP_MODELS[chip_model]``."""
+    if chip_model not in CHIP_MODELS:
+        raise EdgespikeError(f"unknown chip model {chip_model!r}; choose one of {', '.join(CHIP_MODELS)}")
     if name_or_path == HOST:
+        if chip_model != "edgespike":
+            raise EdgespikeError(f"--chip-model {chip_model} applies to targets with a chip (neuronchip); {HOST} has none: drop one")
+        return measure_host()
         return measure_host()
     path = Path(name_or_path)
     if path.suffix == ".toml":
@@ -118,7 +125,7 @@ def load_target(name_or_path: str) -> Target:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as err:
         raise EdgespikeError(f"{origin} is not valid TOML: {str(err)[:200]}") from None
-    return _from_dict(data, origin)
+    return _from_dict(data, origin, chip_model)
 
 
 # non-numeric fields -> (check, what they must be); numbers are checked by Target itself
@@ -135,14 +142,17 @@ FIELD_KINDS = {
 }
 
 
-def _from_dict(data: dict, origin: str) -> Target:
+def _from_dict(data: dict, origin: str, chip_model: str = "edgespike") -> Target:
     data = dict(data)
     for key, (check, what) in FIELD_KINDS.items():
         if key in data and not check(data[key]):
             raise EdgespikeError(f"{origin}: {key} must be {what}, got {str(data[key])[:60]!r}; fix the target file")
     chip = data.pop("chip", None)
-    if chip is not None:  # a neuromorphic target takes its per-event costs from a NeuronChip chip file
-        from_chip = _chip_fields(chip)
+    if chip is None and chip_model != "edgespike":
+        raise EdgespikeError(f"--chip-model {chip_model} applies to targets with a chip (neuronchip); {origin} has none: "
+                             "profile it without --chip-model")
+    if chip is not None:  # a neuromorphic target takes its per-event costs from a chip model
+        from_chip = CHIP_MODELS[chip_model](chip)
         data = {**from_chip, **data, "sources": {**from_chip["sources"], **data.get("sources", {})}}
     names = {f.name for f in dataclasses.fields(Target)}
     unknown = sorted(set(data) - names)
@@ -170,6 +180,28 @@ def _chip_fields(chip_name: str) -> dict:
               "timestep_cycles_per_synop": "synop_cycles", "timestep_cycles_per_update": "neuron_update_cycles"}  # fmt: skip
     sources = {key: f"edgespike/chips/{chip_name}.toml {origin.get(key, key)}: {chip.sources[origin.get(key, key)]}" for key in fields}
     return {**fields, "sources": sources}
+
+
+def _sanafe_fields(chip_name: str) -> dict:
+    """The chip file's fields with the per-event costs SANA-FE's Loihi architecture holds (synaptic event, neuron
+    update, spike message, per-step barrier sync); what SANA-FE does not model (static power) stays the chip file's."""
+    from edgespike.runtimes.neuronchip.sanafe import LOIHI_LABEL, loihi_costs
+
+    if chip_name != "loihi":
+        raise EdgespikeError(f"--chip-model sanafe holds {LOIHI_LABEL}, not chip {chip_name!r}; profile a loihi target "
+                             "or use --chip-model edgespike")  # fmt: skip
+    fields = _chip_fields(chip_name)
+    cost = loihi_costs()
+    clock = fields["clock_hz"]
+    sanafe = {"add_j": cost["synop_j"], "neuron_update_j": cost["update_j"], "spike_j": cost["spike_j"],
+              "timestep_cycles_per_synop": (cost["synop_s"][0] * clock, cost["synop_s"][1] + " x clock_hz"),
+              "timestep_cycles_per_update": (cost["update_s"][0] * clock, cost["update_s"][1] + " x clock_hz"),
+              "sync_per_timestep_s": cost["sync_s"]}  # fmt: skip
+    return {**fields, **{key: value for key, (value, _) in sanafe.items()},
+            "sources": {**fields["sources"], **{key: source for key, (_, source) in sanafe.items()}}}
+
+
+CHIP_MODELS = {"edgespike": _chip_fields, "sanafe": _sanafe_fields}  # --chip-model: where a chip target's per-event costs come from
 
 
 @functools.cache

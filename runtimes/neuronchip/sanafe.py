@@ -182,6 +182,41 @@ def architecture(chip: Chip, choice: str = "auto", cores: int | None = None, inp
                 dendrite="dendrites", sparse_synapse="sparse_synapse")
 
 
+LOIHI_LABEL = "SANA-FE (Boyle et al.) Loihi architecture"  # what every figure read from arch/loihi.yaml is labelled
+
+
+def loihi_costs() -> dict[str, tuple[float, str]]:
+    """Per-event costs of SANA-FE's Loihi architecture, read back through SANA-FE, each with where it comes from:
+    J per synaptic event, per neuron update and per spike message (the soma's spike out, the axon's message out and
+    in), s per synaptic event and per neuron update, and the barrier sync of one idle step with all 32 tiles in use."""
+    sanafe = import_sanafe()
+    arch = architecture(load_chip("loihi"), "loihi", inputs=1)
+    core = arch.core(0)
+    units = {unit.name: unit.model_info.model_attributes for unit in core.pipeline_hw}
+    synapse, lif = units[arch.synapse], units[arch.lif]
+    out, into = core.axon_out[0].metrics, core.axon_in[0].metrics
+    net = sanafe.Network()
+    idle = net.create_neuron_group("sync", len(arch.arch.tiles))
+    for neuron, tile in zip(idle, arch.arch.tiles):
+        neuron.set_attributes(soma_hw_name=f"{arch.inputs}[0]")
+        neuron.map_to_core(tile.cores[0])
+    chip = sanafe.SpikingChip(arch.arch)
+    chip.load(net)
+    sync_s = chip.sim(1)["sim_time"]
+    where = f"{LOIHI_LABEL}: sanafe 2.2.9 arch/loihi.yaml"
+    return {
+        "synop_j": (synapse["energy_process_spike"], f"{where} {arch.synapse} energy_process_spike"),
+        "synop_s": (synapse["latency_process_spike"], f"{where} {arch.synapse} latency_process_spike"),
+        "update_j": (lif["energy_access_neuron"] + lif["energy_update_neuron"],
+                     f"{where} {arch.lif} energy_access_neuron + energy_update_neuron"),
+        "update_s": (lif["latency_access_neuron"] + lif["latency_update_neuron"],
+                     f"{where} {arch.lif} latency_access_neuron + latency_update_neuron"),
+        "spike_j": (lif["energy_spike_out"] + out.energy_message_out + into.energy_message_in,
+                    f"{where} {arch.lif} energy_spike_out + axon_out energy_message_out + axon_in energy_message_in"),
+        "sync_s": (sync_s, f"{where} latency_sync table: one idle step of SANA-FE with all {len(arch.arch.tiles)} tiles in use"),
+    }  # fmt: skip
+
+
 def _neuron_attributes(sim: LayerSim) -> tuple[dict, dict | None]:
     """(attributes of the T real steps, attributes of the holding step 0 or None when they are the same)."""
     layer = sim.layer
