@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgespike.runtimes.registry import check_token, missing_runtime, position_inputs, register_runtime
+from edgespike.runtimes.registry import check_token, missing_runtime, native_output_silenced, position_inputs, register_runtime
 
 
 class ExecuTorchSession:
@@ -25,7 +25,8 @@ class ExecuTorchSession:
         self.reset()
 
     def reset(self) -> None:
-        self.method = self.program.load_method("forward")
+        with native_output_silenced(2):  # XNNPACK's cpuinfo probe prints to stderr while the method loads
+            self.method = self.program.load_method("forward")
         self.position = 0
 
     def step(self, token: int) -> np.ndarray:

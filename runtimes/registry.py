@@ -3,8 +3,12 @@ carried state: ``step(token_id) -> logits[V]`` (numpy float32), ``reset()``."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -49,3 +53,22 @@ def position_inputs(manifest: dict, position: int) -> dict[str, np.ndarray]:
 
 def missing_runtime(name: str, package: str) -> EdgespikeError:
     return EdgespikeError(f"the {name} runtime is not installed; pip install {package} (or 'edgespike[export]')")
+
+
+@contextlib.contextmanager
+def native_output_silenced(fd: int) -> Iterator[None]:
+    """Keep a native library's own prints on ``fd`` (1 stdout, 2 stderr) off the user's terminal
+    (ExecuTorch's cpuinfo probe, SANA-FE's step counter) unless edgespike logs at INFO (--verbose).
+    Python exceptions still propagate."""
+    if logging.getLogger("edgespike").isEnabledFor(logging.INFO):
+        yield
+        return
+    (sys.stdout if fd == 1 else sys.stderr).flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)

@@ -49,12 +49,19 @@ from edgespike.chip import Chip, ChipError, load_chip
 from edgespike.errors import EdgespikeError
 from edgespike.runtimes.neuronchip.session import NeuronChipSession
 from edgespike.runtimes.neuronchip.simulator import ChipLayer, LayerSim
+from edgespike.runtimes.registry import native_output_silenced
 
 ARCHS = ("auto", "loihi", "chip")
 ARCH_ENV = "EDGESPIKE_SANAFE_ARCH"  # the architecture when the runtime is picked from the CLI
 EPSILON = 2.0**-20  # v >= q as v > q - EPSILON: SANA-FE's potentials are multiples of 1/64 after its leak
 HOLD = float("inf")  # a threshold no potential reaches
 
+
+
+def _sim(chip, steps: int, **traces) -> dict:
+    """``chip.sim`` with SANA-FE's own progress prints ("Executed steps: [n/n]") kept off stdout."""
+    with native_output_silenced(1):
+        return chip.sim(steps, **traces)
 
 def import_sanafe():
     """The sanafe module, or a one-line error naming the extra to install."""
@@ -202,7 +209,7 @@ def loihi_costs() -> dict[str, tuple[float, str]]:
         neuron.map_to_core(tile.cores[0])
     chip = sanafe.SpikingChip(arch.arch)
     chip.load(net)
-    sync_s = chip.sim(1)["sim_time"]
+    sync_s = _sim(chip, 1)["sim_time"]
     where = f"{LOIHI_LABEL}: sanafe 2.2.9 arch/loihi.yaml"
     return {
         "synop_j": (synapse["energy_process_spike"], f"{where} {arch.synapse} energy_process_spike"),
@@ -287,7 +294,7 @@ class Stage:
         self.inputs = mapped["in"]
         self.neurons = [mapped[f"layer{k}"] for k in range(len(sims))]
         self.attributes = [_neuron_attributes(sim) for sim in sims]
-        self.sync_s = self.chip.sim(1)["sim_time"]  # one idle step: the barrier sync of this mapping
+        self.sync_s = _sim(self.chip, 1)["sim_time"]  # one idle step: the barrier sync of this mapping
 
     def _input_cores(self, layer: ChipLayer, used: dict[int, int], lines: int) -> list[int]:
         """The core of every input line: the source neuron's core, or the lowest cores with room (host spikes)."""
@@ -338,11 +345,11 @@ class Stage:
         for k, (_, hold) in enumerate(self.attributes):
             if hold is not None:
                 self._set(k, hold)
-        first = self.chip.sim(1)
+        first = _sim(self.chip, 1)
         for k, (run, hold) in enumerate(self.attributes):
             if hold is not None:
                 self._set(k, run)
-        rest = self.chip.sim(steps, spike_trace=True, potential_trace=True)
+        rest = _sim(self.chip, steps, spike_trace=True, potential_trace=True)
         potential = np.asarray(rest["potential_trace"], dtype=np.float64).reshape(steps, -1)
         outputs, offset = [], 0
         names = [f"layer{k}" for k in range(len(self.sims))]
