@@ -357,6 +357,14 @@ def _model_spec(model: str, checkpoint: Path | None) -> str:
     return model
 
 
+def _model_title(spec: str) -> str:
+    """A spec as a table title: a user's factory by its file name (the full paths are in the manifest)."""
+    from edgespike.models.module import FACTORY_SPEC
+
+    factory = FACTORY_SPEC.match(spec)
+    return f"{Path(factory['file']).name}:{factory['factory']}" if factory else spec
+
+
 def _model_name(spec: str) -> str:
     from edgespike.models.module import FACTORY_SPEC
 
@@ -465,7 +473,7 @@ def export_command(
         print(json.dumps([{"path": str(r.path), "seconds": r.seconds, **r.manifest} for r in results], indent=2))
         return
     float_bytes = 4 * lm.num_parameters()
-    table = Table("target", "size", "vs fp32 weights", "time", title=f"export of {model} (fp32 weights {float_bytes / 1e6:.2f} MB)")
+    table = Table("target", "size", "vs fp32 weights", "time", title=f"export of {_model_title(model)} (fp32 weights {float_bytes / 1e6:.2f} MB)")
     for r in results:
         size = model_bytes(r.path, r.manifest)
         table.add_row(r.target, f"{size / 1e6:.2f} MB", f"{size / float_bytes:.2f}x", f"{sum(r.seconds.values()):.1f} s")
@@ -562,7 +570,7 @@ def check_command(
     if json_out:
         print(json.dumps(result, indent=2, default=str))
     else:
-        table = Table("target", "result", "size", "top-1", "greedy", "flips", "Δlogit", "export", title=f"edgespike check {model}")
+        table = Table("target", "result", "size", "top-1", "greedy", "flips", "Δlogit", "export", title=f"edgespike check {_model_title(model)}")
         for r in reports:
             v = r.validation or {}
             table.add_row(
