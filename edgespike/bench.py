@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from edgespike.errors import EdgespikeError
 
@@ -225,12 +224,12 @@ def soak(artifacts: list[str], tokens: int, resync_every: int = 50, on_run: Call
 def soak_artifact(artifact: str, tokens: int, resync_every: int = 50, warmup: int | None = None) -> dict:
     """``tokens`` steps of ``artifact`` with the state carried, against eager (module docstring)."""
     from edgespike.artifact import read_manifest
+    from edgespike.models import is_preset_spec
     from edgespike.models import load as load_model
+    from edgespike.quant.state import STATE_PRECISIONS
     from edgespike.runtimes import load as load_session
     from edgespike.runtimes.eager import EagerSession
-    from edgespike.models import is_preset_spec
-    from edgespike.quant.state import STATE_PRECISIONS, round_state
-    from edgespike.validate import held_out_tokens, tolerance_for
+    from edgespike.validate import held_out_tokens, sync_state, tolerance_for
 
     manifest = read_manifest(artifact)
     source = manifest.get("source_model")
@@ -254,11 +253,7 @@ def soak_artifact(artifact: str, tokens: int, resync_every: int = 50, warmup: in
             session.reset()
             reference.reset()
         if resync and i % resync_every == 0:  # both from eager's state, rounded as the artifact holds it
-            state = reference.step_module.state()
-            rounded = {name: round_state(value.numpy(), manifest["state_precision"]) for name, value in state.items()}
-            for name, value in rounded.items():
-                state[name].copy_(torch.from_numpy(value))
-            session.set_state(rounded)
+            sync_state(reference, [session], manifest["state_precision"])
         ours, theirs = session.step(token), reference.step(token)
         if not resync or i % resync_every == 0:
             diffs.append(float(np.abs(ours - theirs).max()))

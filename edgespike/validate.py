@@ -159,19 +159,24 @@ def _stepwise(session, model: SpikingLM, manifest: dict, tokens: list[int], agai
         return None
     session.reset()
     reference, agreement = EagerSession(model, manifest["timesteps"], manifest.get("weights")), _Agreement()
-    precision = manifest["state_precision"]
     for token in tokens:
-        state = reference.step_module.state()
-        rounded = {name: round_state(value.numpy(), precision) for name, value in state.items()}
-        for name, value in rounded.items():  # both start from the state the artifact can hold
-            state[name].copy_(torch.from_numpy(value))
-        session.set_state(rounded)
+        sync_state(reference, [session] + ([against] if against is not None else []), manifest["state_precision"])
         theirs = reference.step(token)
         if against is not None:
-            against.set_state(rounded)
             theirs = against.step(token)
         agreement.add(session.step(token), theirs)
     return agreement
+
+
+def sync_state(reference: EagerSession, sessions: list, precision: str) -> None:
+    """Eager's state rounded as an artifact of ``precision`` holds it (``edgespike.quant.state``),
+    written back into eager and given to every session: all start the next token from it."""
+    state = reference.step_module.state()
+    rounded = {name: round_state(value.numpy(), precision) for name, value in state.items()}
+    for name, value in rounded.items():
+        state[name].copy_(torch.from_numpy(value))
+    for session in sessions:
+        session.set_state(rounded)
 
 
 def _interpreter_against(session, directory: Path, manifest: dict, model: SpikingLM, tokens: list[int]) -> dict:
