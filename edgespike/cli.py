@@ -521,11 +521,9 @@ def _yes_no(value) -> str:
 
 
 def _state_precision(value: str | None) -> str | None:
-    from edgespike.quant.state import STATE_PRECISIONS
+    from edgespike.quant.state import check_state_precision
 
-    if value is not None and value not in STATE_PRECISIONS:
-        raise EdgespikeError(f"unknown --state-precision {value!r}; choose {' or '.join(STATE_PRECISIONS)}")
-    return value
+    return value if value is None else check_state_precision(value)
 
 
 def _weight_format(weights: str | None) -> str | None:

@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from edgespike.capture import POSITION, DecodeStep, export_step
-from edgespike.errors import EdgespikeError
 from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
-from edgespike.quant.state import STATE_PRECISIONS
+from edgespike.quant.state import check_state_precision
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +175,7 @@ class CoreMLExporter:
         except ImportError as err:
             raise ImportError("the coreml target needs coremltools: pip install 'edgespike[export]'") from err
         _register_composites()
-        state_precision = options.state_precision or DEFAULT_STATE_PRECISION
-        if state_precision not in STATE_PRECISIONS:
-            raise EdgespikeError(f"unknown --state-precision {state_precision!r}; choose {' or '.join(STATE_PRECISIONS)}")
+        state_precision = check_state_precision(options.state_precision or DEFAULT_STATE_PRECISION)
         if state_precision == "fp16x2":
             step.split_states()
         populations = step.spike_populations()

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgespike.errors import EdgespikeError
+
 STATE_PRECISIONS = ("fp16", "fp16x2")
 LO_SUFFIX = "__lo"  # the buffer / Core ML state of an fp16x2 pair's low half
+
+
+def check_state_precision(precision: str) -> str:
+    if precision not in STATE_PRECISIONS:
+        raise EdgespikeError(f"unknown --state-precision {precision!r}; choose {' or '.join(STATE_PRECISIONS)}")
+    return precision
 
 
 def split_state(value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
