@@ -167,11 +167,21 @@ def with_timesteps(model: SpikingLM, timesteps: int | None) -> SpikingLM:
 
 
 def decode_step(model: SpikingLM, timesteps: int | None = None, batch: int = 1, weights: str | None = None) -> DecodeStep:
-    """The frozen decode step of ``model`` (left untouched), its weights in format ``weights``
-    (``edgespike.quant.weights``; None: ternary for ternary-trained models, else fp16)."""
+    """The frozen decode step of ``model`` (left untouched; a streamed, already frozen model is
+    used as it is), its weights in format ``weights`` (``edgespike.quant.weights``; None:
+    ternary for ternary-trained models, else fp16)."""
     check_lowerable(model)
-    weights = weights or default_format(model.config)
-    frozen = quantize_weights(with_timesteps(model, timesteps).float().eval(), weights)
+    frozen_weights = getattr(model, "frozen_weights", None)  # streamed (edgespike.models.streaming): taken as it is
+    weights = weights or frozen_weights or default_format(model.config)
+    if frozen_weights is None:
+        frozen = quantize_weights(with_timesteps(model, timesteps).float().eval(), weights)
+    elif frozen_weights != weights or timesteps not in (None, model.config.spike.timesteps):
+        raise EdgespikeError(
+            f"this model was streamed frozen to {frozen_weights} weights at {model.config.spike.timesteps} timesteps; "
+            f"load it again for {weights} weights at {timesteps or model.config.spike.timesteps} timesteps"
+        )
+    else:
+        frozen = model
     for parameter in frozen.parameters():
         parameter.requires_grad_(False)
     return DecodeStep(frozen, batch, weights).eval()

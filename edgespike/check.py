@@ -40,13 +40,14 @@ class Budget:
     greedy_match: bool | None = None  # the greedy continuation must equal eager's
     max_export_seconds: float | None = None  # capture + lower + write + validate, wall time
     max_sanafe_energy_per_token_j: float | None = None  # neuronchip: mean energy per token on SANA-FE (sanafe extra), J
+    max_peak_rss_bytes: int | None = None  # the check process's peak resident memory up to this target's end (ru_maxrss)
 
 
 SANAFE_TOKENS = 8  # tokens the neuronchip bundle decodes on SANA-FE for max_sanafe_energy_per_token_j
 
 
 NUMERIC = {"max_artifact_bytes", "max_size_vs_fp32", "min_top1_agreement", "max_abs_logit_diff",
-           "max_spike_flip_rate", "max_export_seconds", "max_sanafe_energy_per_token_j"}
+           "max_spike_flip_rate", "max_export_seconds", "max_sanafe_energy_per_token_j", "max_peak_rss_bytes"}
 FRACTIONS = {"min_top1_agreement", "max_spike_flip_rate"}
 DEFAULT_TABLE = "default"
 
@@ -114,6 +115,7 @@ class TargetReport:
     validation: dict | None = None
     error: str | None = None
     sanafe_energy_per_token_j: float | None = None  # SANA-FE's estimate (neuronchip, when budgeted), J
+    peak_rss_bytes: int | None = None  # the process's peak resident memory once this target was done (model load included)
 
     @property
     def passed(self) -> bool:
@@ -123,13 +125,16 @@ class TargetReport:
         return [v for v in self.verdicts if v.passed is False]
 
 
-def check_target(model_spec: str, target: str, budget: Budget, options=None, model=None, on_stage=None) -> TargetReport:
-    """Export ``model_spec`` to ``target`` in a scratch dir, validate it and apply ``budget``."""
-    from edgespike import models
-    from edgespike.exporters import export
+def check_target(model_spec: str, target: str, budget: Budget, options=None, stream: bool | None = None, model=None,
+                 on_stage=None) -> TargetReport:
+    """Export ``model_spec`` (streamed: ``edgespike.models.streaming.load_for_export``) to ``target`` in a
+    scratch dir, validate it and apply ``budget``."""
+    from edgespike.exporters import ExportOptions, export
+    from edgespike.models.streaming import load_for_export
     from edgespike.validate import validate_artifact
 
-    model = model if model is not None else models.load(model_spec)
+    options = options or ExportOptions()
+    model = model if model is not None else load_for_export(model_spec, options.weights, options.timesteps, stream)
     report = TargetReport(target)
     with tempfile.TemporaryDirectory(prefix=f"edgespike-check-{target}-") as scratch:
         def validate(directory, manifest):
@@ -142,12 +147,22 @@ def check_target(model_spec: str, target: str, budget: Budget, options=None, mod
         except EdgespikeError as err:
             report.error = str(err)
         report.export_seconds = time.perf_counter() - start
+        report.peak_rss_bytes = peak_rss_bytes()
         if report.error is None:
             report.artifact_bytes = model_bytes(result.path, result.manifest)
             if target == "neuronchip" and budget.max_sanafe_energy_per_token_j is not None:
                 report.sanafe_energy_per_token_j = sanafe_energy_per_token(result.path, model)
     report.verdicts = _verdicts(report, budget, model.num_parameters())
     return report
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (``getrusage``; Linux counts KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def sanafe_energy_per_token(bundle: Path, model) -> float:
@@ -185,6 +200,7 @@ def _verdicts(report: TargetReport, budget: Budget, parameters: int) -> list[Ver
         "greedy_match": v.get("greedy_match"),
         "max_export_seconds": report.export_seconds,
         "max_sanafe_energy_per_token_j": report.sanafe_energy_per_token_j,
+        "max_peak_rss_bytes": report.peak_rss_bytes,
     }
     for name, limit in dataclasses.asdict(budget).items():
         if limit is None:

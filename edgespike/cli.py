@@ -344,6 +344,8 @@ def _print_simulator_stats(per_token: list[dict]) -> None:
 
 
 TARGET_HELP = "coreml, onnx, executorch, neuronchip, nir, or all."
+STREAM_HELP = ("Fill the model tensor by tensor, each linear frozen as it is read, so the fp32 model is never held "
+               "(default: for models over 200M parameters; a preset's random weights are then seeded per tensor).")
 
 
 def _model_spec(model: str, checkpoint: Path | None) -> str:
@@ -416,14 +418,14 @@ def _per_target(names: list[str], run, arguments, jobs: int, quiet: bool, **loca
     return [results[name] for name in names]
 
 
-def _export_one(model_spec: str, target: str, destination: Path, options, force: bool, validate: bool,
+def _export_one(model_spec: str, target: str, destination: Path, options, force: bool, validate: bool, stream: bool | None,
                 on_stage=None, lm=None):
     """Export and validate one target, in this process (``lm`` already loaded) or a pool worker."""
-    from edgespike import models
     from edgespike.exporters import export
+    from edgespike.models.streaming import load_for_export
     from edgespike.validate import validate_artifact
 
-    lm = lm if lm is not None else models.load(model_spec)
+    lm = lm if lm is not None else load_for_export(model_spec, options.weights, options.timesteps, stream)
     return export(
         lm, target, destination, options, force=force, source=model_spec,
         validate=(lambda d, m: validate_artifact(d, m, lm)) if validate else None, on_stage=on_stage,
@@ -447,27 +449,29 @@ def export_command(
     jobs: int = typer.Option(2, help="Targets exported at once, each in its own process (with --target all)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifests as JSON."),
     checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
+    stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help=STREAM_HELP),
 ):
     """Export one decode step to CoreML, ONNX, ExecuTorch and/or NeuronChip, validated against eager PyTorch."""
-    from edgespike import models
     from edgespike.artifact import model_bytes
     from edgespike.exporters import EXPORTERS, ExportOptions
+    from edgespike.models.streaming import load_for_export
 
     targets = list(EXPORTERS) if target == "all" else [target]
     unknown = [t for t in targets if t not in EXPORTERS]
     if unknown:
         raise EdgespikeError(f"unknown target {unknown[0]!r}; choose one of {', '.join(EXPORTERS)} or all")
     model = _model_spec(model, checkpoint)
-    lm = models.load(model)  # fail fast on a bad model spec
     options = ExportOptions(timesteps=timesteps, precision=precision, chip=chip, weights=_weight_format(weights),
                             state_precision=_state_precision(state_precision))
+    lm = load_for_export(model, options.weights, options.timesteps, stream)  # fail fast on a bad model spec
     base = out or Path("artifacts") / _model_name(model)
     destinations = {name: base / name if (out is None or len(targets) > 1) else out for name in targets}
     existing = [str(d) for d in destinations.values() if d.exists()]
     if existing and not force:
         raise EdgespikeError(f"{existing[0]} already exists; pass --force to replace it or choose another --out")
     results = _per_target(
-        targets, _export_one, lambda name: (model, name, destinations[name], options, force, validate), jobs, json_out, lm=lm
+        targets, _export_one, lambda name: (model, name, destinations[name], options, force, validate, stream), jobs, json_out,
+        lm=lm
     )
     if json_out:
         print(json.dumps([{"path": str(r.path), "seconds": r.seconds, **r.manifest} for r in results], indent=2))
@@ -546,14 +550,15 @@ def check_command(
     jobs: int = typer.Option(2, help="Targets checked at once, each in its own process."),
     json_out: bool = typer.Option(False, "--json", help="Print report.json to stdout instead of the table."),
     checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
+    stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help=STREAM_HELP),
 ):
     """Conversion check for CI: export every target, validate it, hold it to budgets.
 
     Exits 0 when every budget holds, 1 naming each failed budget, 2 on bad input.
     """
-    from edgespike import models
     from edgespike.check import check_target, describe, load_budgets, write_report
     from edgespike.exporters import EXPORTERS, ExportOptions
+    from edgespike.models.streaming import load_for_export
 
     names = list(EXPORTERS) if targets == "all" else [t.strip() for t in targets.split(",") if t.strip()]
     unknown = [t for t in names if t not in EXPORTERS]
@@ -561,9 +566,10 @@ def check_command(
         raise EdgespikeError(f"unknown target {unknown[0] if unknown else targets!r}; choose from {', '.join(EXPORTERS)} or all")
     limits = load_budgets(budgets, tuple(EXPORTERS))
     model = _model_spec(model, checkpoint)
-    lm = models.load(model)  # fail fast on a bad model spec
     options = ExportOptions(weights=_weight_format(weights))
-    reports = _per_target(names, check_target, lambda name: (model, name, limits[name], options), jobs, json_out, model=lm)
+    lm = load_for_export(model, options.weights, stream=stream)  # fail fast on a bad model spec
+    reports = _per_target(names, check_target, lambda name: (model, name, limits[name], options, stream), jobs, json_out,
+                          model=lm)
     result = write_report(report, model, reports, str(budgets) if budgets else None)
     if json_out:
         print(json.dumps(result, indent=2, default=str))

@@ -18,6 +18,16 @@ says how often), so the rollout above measures what a user gets, while the toler
 to ``conversion``: the same tokens with the artifact's state set to eager's before every
 token, which no carried rounding can hide behind. Core ML packages are also checked
 structurally (states, 2-bit LUT weights, spike ops).
+
+An fp32 runtime that exposes its spikes and takes a state (onnxruntime) is held to a
+spike-following ``conversion``: before every token eager's state is given to it, and eager's
+LIF calls then follow the artifact's spikes (``edgespike.ops.lif.lif_following``), so both
+compute the same network spike for spike. Float reassociation still moves a membrane that
+lies within a rounding of its threshold across it (a 1 B random-weight model meets one such
+tie every few tokens, and one flipped spike changes every layer after it); following keeps
+such a tie from cascading, and every flip must lie within ``TIE_MARGIN`` of the threshold:
+a flip farther away is a fault, whatever the logits say. The free rollout, with its flip
+rate per LIF population, is the carried divergence a user sees.
 """
 
 from __future__ import annotations
@@ -32,12 +42,15 @@ from edgespike import data
 from edgespike.errors import EdgespikeError
 from edgespike.models.base import SpikingLM
 from edgespike.nn import LIF
+from edgespike.ops.lif import lif_following
 from edgespike.quant.state import round_state
 from edgespike.runtimes import load as load_session
 from edgespike.runtimes.eager import EagerSession
 
 PROMPT_TOKENS = 64
 GREEDY_TOKENS = 32
+SCALE_PARAMETERS, MIN_TOKENS = 100_000_000, 8  # validation_tokens: fewer tokens above 100M parameters
+TIE_MARGIN = 1e-4  # |potential - threshold| / max(1, |threshold|) within which an fp32 flip is a rounding tie
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,12 @@ TOLERANCES: dict[str | tuple[str, str], Tolerance] = {  # by target, or (target,
 }
 
 
+def validation_tokens(model: SpikingLM) -> int:
+    """Prompt tokens validation runs: ``PROMPT_TOKENS``, or for a model over ``SCALE_PARAMETERS``
+    proportionally fewer (at least ``MIN_TOKENS``), so that validation time stays bounded at scale."""
+    return max(MIN_TOKENS, min(PROMPT_TOKENS, PROMPT_TOKENS * SCALE_PARAMETERS // model.num_parameters()))
+
+
 def held_out_tokens(model: SpikingLM, count: int = PROMPT_TOKENS) -> list[int]:
     """The first ``count`` ids of ``tokenizer.encode`` of the default corpus's held-out split (random ids,
     seeded, without a tokenizer)."""
@@ -87,47 +106,51 @@ def tolerance_for(target: str, precision: str) -> Tolerance:
 def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens: list[int] | None = None) -> dict:
     """The validation record of the artifact in ``directory`` against ``model`` (eager). A
     positional model's rollout and greedy run fit in its max_seq_len (the prompt is cut)."""
-    tokens = tokens or held_out_tokens(model)
+    tokens = tokens or held_out_tokens(model, validation_tokens(model))
+    greedy = min(GREEDY_TOKENS, len(tokens))
     if "max_seq_len" in manifest:
-        tokens = tokens[: max(1, manifest["max_seq_len"] - GREEDY_TOKENS)]
+        tokens = tokens[: max(1, manifest["max_seq_len"] - greedy)]
     tolerance = tolerance_for(manifest["target"], manifest["precision"])
     session = _open(directory, manifest)
     reference = EagerSession(model, manifest["timesteps"], manifest.get("weights"))
     recorder = _SpikeRecorder(reference.step_module)
 
-    rollout, flips, spikes_compared = _Agreement(), 0, 0
+    rollout, flips = _Agreement(), _FlipCount()
     for token in tokens:
         ours, theirs = session.step(token), reference.step(token)
         rollout.add(ours, theirs)
         eager_spikes, artifact_spikes = recorder.take(), getattr(session, "last_spikes", None)
         if artifact_spikes:
-            if len(artifact_spikes) != len(eager_spikes):
-                raise EdgespikeError(
-                    f"{session.runtime} exposes {len(artifact_spikes)} LIF spike tensors but eager has {len(eager_spikes)}; "
-                    "the artifact's spike_values do not match the model: re-export it"
-                )
-            for ours_spikes, eager in zip(artifact_spikes, eager_spikes):
-                flips += int((np.asarray(ours_spikes).reshape(eager.shape) != eager).sum())
-                spikes_compared += eager.size
+            _check_spike_count(session, artifact_spikes, eager_spikes)
+            for name, ours_spikes, eager in zip(recorder.names, artifact_spikes, eager_spikes):
+                flips.add(name, int((np.asarray(ours_spikes).reshape(eager.shape) != eager).sum()), eager.size)
     steps_left = manifest["max_seq_len"] - len(tokens) if "max_seq_len" in manifest else None
-    greedy_ours, greedy_theirs = _greedy(session, ours, steps_left), _greedy(reference, theirs, steps_left)
+    greedy_ours, greedy_theirs = _greedy(session, ours, greedy, steps_left), _greedy(reference, theirs, greedy, steps_left)
     recorder.remove()
-    stepwise = _stepwise(session, model, manifest, tokens) if manifest.get("state_precision", "fp32") != "fp32" else None
+    stepwise = following = None
+    if manifest.get("state_precision", "fp32") != "fp32":
+        stepwise = _stepwise(session, model, manifest, tokens)
+    elif flips.compared and hasattr(session, "set_state"):
+        following = _following(session, reference, tokens)
 
-    checked = stepwise or rollout
+    checked = stepwise or (following.agreement if following else rollout)
     checks = STRUCTURE_CHECKS[manifest["target"]](directory, manifest) if manifest["target"] in STRUCTURE_CHECKS else {}
     failed_checks = [name for name, ok in checks.items() if not ok]
-    passed = checked.within(tolerance) and not failed_checks
+    passed = checked.within(tolerance) and not failed_checks and not (following and following.untied)
     record = {
         "passed": passed,
         "runtime": session.runtime,
         **rollout.record(),
         "greedy_match": greedy_ours == greedy_theirs,
         "greedy_tokens": len(greedy_ours),
-        "spike_flip_rate": flips / spikes_compared if spikes_compared else None,
-        "spikes_compared": spikes_compared,
+        "spike_flip_rate": flips.rate,
+        "spikes_compared": flips.compared,
+        **({"spike_flip_rate_by_layer": flips.by_layer()} if flips.compared else {}),
         "tokens": len(tokens),
-        "tolerance": {**tolerance.__dict__, "applies_to": "conversion" if stepwise else "rollout"},
+        **({"tokens_note": f"{len(tokens)} prompt tokens, not {PROMPT_TOKENS}: validation runs fewer at "
+                          f"{model.num_parameters() / 1e9:.2f}B parameters (edgespike.validate.validation_tokens)"}
+           if validation_tokens(model) < PROMPT_TOKENS else {}),
+        "tolerance": {**tolerance.__dict__, "applies_to": "conversion" if stepwise or following else "rollout"},
         **({"checks": checks} if checks else {}),
     }
     if manifest["target"] == "coreml" and not session.runtime.startswith("mil-interpreter"):
@@ -137,18 +160,114 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
             "method": f"eager's state, rounded to {manifest['state_precision']}, given to both before every token: one step's error, none carried",
             **stepwise.record(),
         }
-    if not spikes_compared:
+    if following:
+        record["conversion"] = following.record()
+    if not flips.compared:
         record["spike_flip_rate_note"] = (
             "the model has no LIF neurons" if not recorder.hooked else f"{session.runtime} does not expose the spikes inside the graph"
         )
     if not passed:
-        which = "conversion (state set from eager every token): " if stepwise else ""
+        which = "conversion (state set from eager every token): " if stepwise else "conversion (eager following the artifact's spikes): " if following else ""
         record["reason"] = (
             f"{which}max |logit diff| {checked.max_diff:.3g} (tolerance {tolerance.max_abs_logit_diff}), "
             f"top-1 agreement {checked.top1:.3f} (tolerance {tolerance.min_top1_agreement})"
+            + (f", {following.untied} spike flip(s) farther than {TIE_MARGIN} from the threshold (at most "
+               f"{following.max_margin:.3g}): not rounding ties" if following and following.untied else "")
             + (f", structural checks failed: {', '.join(failed_checks)}" if failed_checks else "")
         )
     return record
+
+
+def _check_spike_count(session, artifact_spikes: list, eager_spikes: list) -> None:
+    if len(artifact_spikes) != len(eager_spikes):
+        raise EdgespikeError(
+            f"{session.runtime} exposes {len(artifact_spikes)} LIF spike tensors but eager has {len(eager_spikes)}; "
+            "the artifact's spike_values do not match the model: re-export it"
+        )
+
+
+class _FlipCount:
+    """Spike flips per LIF population (module path), in call order."""
+
+    def __init__(self):
+        self.flips: dict[str, list[int]] = {}  # path -> [flips, spikes compared]
+
+    def add(self, name: str, flips: int, compared: int) -> None:
+        counts = self.flips.setdefault(name, [0, 0])
+        counts[0] += flips
+        counts[1] += compared
+
+    @property
+    def compared(self) -> int:
+        return sum(compared for _, compared in self.flips.values())
+
+    @property
+    def rate(self) -> float | None:
+        return sum(flips for flips, _ in self.flips.values()) / self.compared if self.compared else None
+
+    def by_layer(self) -> dict[str, float]:
+        """The flip rate of every population that flipped at all."""
+        return {name: flips / compared for name, (flips, compared) in self.flips.items() if flips}
+
+
+class _Following:
+    """Eager's LIF calls driven by the artifact's spikes (``lif_following``), recording every
+    disagreement and its distance from the threshold."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.agreement, self.flips = _Agreement(), _FlipCount()
+        self.given: list[np.ndarray] = []  # the artifact's spikes of the token being run, in call order
+        self.untied, self.max_margin = 0, 0.0
+        self.handles = [m.register_forward_hook(self._follow(name)) for name, m in module.named_modules() if isinstance(m, LIF)]
+
+    def _follow(self, name: str):
+        def hook(lif: LIF, inputs, output):
+            given = torch.from_numpy(np.asarray(self.given.pop(0), dtype=np.float32)).reshape(output[0].shape)
+            spikes, v, potentials = lif_following(*inputs, lif.beta, lif.threshold, lif.graded_spikes_factor,
+                                                  lif.reset, lif.delayed_reset, lif.strict, given)
+            threshold = lif.threshold.to(potentials.dtype)
+            own = potentials > threshold if lif.strict else potentials >= threshold
+            flipped = own != (given != 0)
+            margins = ((potentials - threshold).abs() / threshold.abs().clamp(min=1.0))[flipped]
+            self.flips.add(name, int(flipped.sum()), flipped.numel())
+            if margins.numel():
+                self.untied += int((margins > TIE_MARGIN).sum())
+                self.max_margin = max(self.max_margin, float(margins.max()))
+            return spikes, v
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def record(self) -> dict:
+        return {
+            "method": "eager's state given to both before every token, and eager's LIF calls following the artifact's "
+                      f"spikes: one step's float error, no flip cascading; every flip must lie within {TIE_MARGIN} of "
+                      "the threshold (a rounding tie)",
+            **self.agreement.record(),
+            "spike_flips": sum(flips for flips, _ in self.flips.flips.values()),
+            "spike_flip_rate_by_layer": self.flips.by_layer(),
+            "flips_beyond_tie_margin": self.untied,
+            "max_flip_margin": self.max_margin,
+        }
+
+
+def _following(session, reference: EagerSession, tokens: list[int]) -> _Following:
+    """The spike-following record of ``session`` (which exposes ``last_spikes`` and takes ``set_state``) against ``reference``."""
+    session.reset()
+    reference.reset()
+    following = _Following(reference.step_module)
+    try:
+        for token in tokens:
+            session.set_state({name: value.numpy() for name, value in reference.step_module.state().items()})
+            ours = session.step(token)
+            following.given = list(session.last_spikes)  # as many as eager's LIF calls: the rollout checked
+            following.agreement.add(ours, reference.step(token))
+    finally:
+        following.remove()
+    return following
 
 
 def _stepwise(session, model: SpikingLM, manifest: dict, tokens: list[int], against=None) -> "_Agreement | None":
@@ -218,9 +337,9 @@ def _open(directory: Path, manifest: dict):
     return load_session(directory)
 
 
-def _greedy(session, logits: np.ndarray, steps_left: int | None = None) -> list[int]:
+def _greedy(session, logits: np.ndarray, count: int, steps_left: int | None = None) -> list[int]:
     out = []
-    for _ in range(GREEDY_TOKENS if steps_left is None else min(GREEDY_TOKENS, steps_left)):
+    for _ in range(count if steps_left is None else min(count, steps_left)):
         token = int(logits.argmax())
         out.append(token)
         logits = session.step(token)
@@ -232,11 +351,9 @@ class _SpikeRecorder:
 
     def __init__(self, module: torch.nn.Module):
         self.calls: list[np.ndarray] = []
-        self.handles = [
-            m.register_forward_hook(lambda _m, _i, out: self.calls.append(out[0].numpy().copy()))
-            for m in module.modules()
-            if isinstance(m, LIF)
-        ]
+        lifs = [(name, m) for name, m in module.named_modules() if isinstance(m, LIF)]
+        self.names = [name for name, _ in lifs]
+        self.handles = [m.register_forward_hook(lambda _m, _i, out: self.calls.append(out[0].numpy().copy())) for _, m in lifs]
         self.hooked = bool(self.handles)
 
     def take(self) -> list[np.ndarray]:

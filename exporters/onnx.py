@@ -319,60 +319,56 @@ def _pack_fields(codes: np.ndarray, bits: int) -> bytes:
 FP16_MIN_ELEMENTS = 1024  # smaller float constants (norm weights, biases, scales) stay fp32
 
 
-def _packed_form(init):
-    """(ONNX dtype, bits or None, raw bytes) of a narrower lossless storage of ``init``, else None:
-    int8 codes in {-1, 0, 1} as INT2, in [-8, 7] as INT4; float weights exactly fp16 as FLOAT16."""
-    from onnx import TensorProto, numpy_helper
+def _packed_form(tensor):
+    """(kind, narrower lossless ONNX IR tensor) of initializer ``tensor``, else None: int8 codes in
+    {-1, 0, 1} as INT2, in [-8, 7] as INT4; float weights exactly fp16 as FLOAT16."""
+    import onnx_ir as ir
 
-    if init.data_type == TensorProto.INT8:
-        values = numpy_helper.to_array(init)
-        if values.size and -1 <= values.min() and values.max() <= 1:
-            return TensorProto.INT2, _pack_fields(values, 2)
-        if values.size and -8 <= values.min() and values.max() <= 7:
-            return TensorProto.INT4, _pack_fields(values, 4)
-    elif init.data_type == TensorProto.FLOAT and int(np.prod(init.dims)) >= FP16_MIN_ELEMENTS:
-        values = numpy_helper.to_array(init)
+    if tensor.dtype == ir.DataType.INT8:
+        values = tensor.numpy()
+        for kind, dtype, bits, (low, high) in (("int2", ir.DataType.INT2, 2, (-1, 1)), ("int4", ir.DataType.INT4, 4, (-8, 7))):
+            if values.size and low <= values.min() and values.max() <= high:
+                return kind, ir.PackedTensor(np.frombuffer(_pack_fields(values, bits), np.uint8), dtype, shape=values.shape)
+    elif tensor.dtype == ir.DataType.FLOAT and tensor.size >= FP16_MIN_ELEMENTS:
+        values = tensor.numpy()
         half = values.astype(np.float16)
         if np.array_equal(half.astype(np.float32), values):
-            return TensorProto.FLOAT16, half.tobytes()
+            return "fp16", ir.Tensor(half)
     return None
 
 
 def pack_initializers(model) -> dict[str, int]:
-    """Store every initializer in its narrowest lossless form (``_packed_form``): integer codes
-    behind DequantizeLinear (scale 1), fp16 floats behind a Cast; returns how many of each."""
-    from onnx import TensorProto, helper
+    """Store every initializer of the ONNX IR ``model`` in its narrowest lossless form
+    (``_packed_form``), before any protobuf holds the wide one: integer codes behind
+    DequantizeLinear (scale 1), fp16 floats behind a Cast; returns how many of each."""
+    import onnx_ir as ir
 
-    counts = {"int2": 0, "int4": 0, "fp16": 0}
-    kept, new_nodes = [], []
-    for init in model.graph.initializer:
-        packed = _packed_form(init)
+    graph = model.graph
+    counts, nodes, unit_scale = {"int2": 0, "int4": 0, "fp16": 0}, [], None
+    for name, value in list(graph.initializers.items()):
+        packed = _packed_form(value.const_value)
         if packed is None:
-            kept.append(init)
             continue
-        dtype, raw = packed
-        kind = {TensorProto.INT2: "int2", TensorProto.INT4: "int4", TensorProto.FLOAT16: "fp16"}[dtype]
-        stored = helper.make_tensor(f"{init.name}.{kind}", dtype, list(init.dims), raw, raw=True)
-        init.ClearField("raw_data")  # free the wide copy now, not after the loop
-        kept.append(stored)
-        if dtype == TensorProto.FLOAT16:
-            new_nodes.append(helper.make_node("Cast", [stored.name], [init.name], to=TensorProto.FLOAT, name=f"cast.{init.name}"))
+        kind, tensor = packed
+        stored = ir.Value(name=f"{name}.{kind}", type=ir.TensorType(tensor.dtype), shape=tensor.shape, const_value=tensor)
+        graph.register_initializer(stored)
+        if kind == "fp16":
+            node = ir.node("Cast", [stored], attributes={"to": ir.DataType.FLOAT}, name=f"cast.{name}")
         else:
-            new_nodes.append(helper.make_node("DequantizeLinear", [stored.name, "edgespike.unit_scale"], [init.name],
-                                              name=f"dequantize.{init.name}"))
+            if unit_scale is None:
+                unit_scale = ir.Value(name="edgespike.unit_scale", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([]),
+                                      const_value=ir.tensor(np.float32(1.0)))
+                graph.register_initializer(unit_scale)
+            node = ir.node("DequantizeLinear", [stored, unit_scale], name=f"dequantize.{name}")
+        graph.initializers.pop(name)
+        ir.convenience.replace_all_uses_with(value, node.outputs[0])
+        value.const_value = None  # the wide tensor: freed with the model's own reference
+        node.outputs[0].name, node.outputs[0].shape = name, value.shape
+        node.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+        nodes.append(node)
         counts[kind] += 1
-    if counts["int2"] or counts["int4"]:
-        kept.append(helper.make_tensor("edgespike.unit_scale", TensorProto.FLOAT, [], [1.0]))
-    if new_nodes:
-        retyped = {node.output[0] for node in new_nodes}
-        value_info = [info for info in model.graph.value_info if info.name not in retyped]
-        del model.graph.value_info[:]
-        model.graph.value_info.extend(value_info)
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    nodes = new_nodes + list(model.graph.node)
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    if nodes:
+        graph.insert_before(graph[0], nodes)
     return counts
 
 
@@ -406,10 +402,11 @@ class OnnxExporter:
                 optimize=False,  # the optimizer folds Cast(int8 codes) into float weights
                 verbose=False,
             )
+        packed = pack_initializers(program.model)
         model = program.model_proto
+        del program  # the IR: with the wide initializers gone, the protobuf is the one copy
         used = {node.op_type for node in model.graph.node if node.domain == DOMAIN}
         model.functions.extend(op.body() for op in ops if op.name in used)
-        packed = pack_initializers(model)
         for node in model.graph.node:  # stack traces of the torch source: most of the file otherwise
             del node.metadata_props[:]
         if sum(len(init.raw_data) for init in model.graph.initializer) > EXTERNAL_DATA_BYTES:

@@ -33,6 +33,10 @@ class OnnxSession:
         self.state = {f"state.{spec['name']}": np.zeros(spec["shape"], np.float32) for spec in self.manifest["states"]}
         self.position = 0
 
+    def set_state(self, values: dict[str, np.ndarray]) -> None:
+        """Overwrite the carried state (by the manifest's state names)."""
+        self.state = {f"state.{name}": np.asarray(values[name], np.float32) for name in self.names}
+
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])
         feed = {"tokens": np.array([[token]], dtype=np.int64), **position_inputs(self.manifest, self.position), **self.state}

@@ -72,16 +72,18 @@ def test_verdicts_compare_each_budget_and_skip_what_was_not_measured():
 
 def test_check_fails_naming_the_budget_then_passes_the_defaults(tmp_path):
     runner = CliRunner()
-    violated = _budgets(tmp_path, "[default]\nmin_top1_agreement = 0.99\n[onnx]\nmax_artifact_bytes = 1000\n")
+    violated = _budgets(tmp_path, "[default]\nmin_top1_agreement = 0.99\n[onnx]\nmax_artifact_bytes = 1000\n"
+                                  "max_peak_rss_bytes = 1000\n")
     result = runner.invoke(app, ["check", "pulse:tiny", "--targets", "onnx", "--budgets", str(violated),
                                  "--report", str(tmp_path / "failed"), "--jobs", "1"])
     assert result.exit_code == 1, result.output
     assert "FAIL onnx: max_artifact_bytes:" in result.output and "(budget <= 1,000)" in result.output
     suite = ElementTree.parse(tmp_path / "failed" / "junit.xml").getroot().find("testsuite")
     failures = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
-    assert failures == ["max_artifact_bytes"] and suite.get("failures") == "1"
+    assert failures == ["max_artifact_bytes", "max_peak_rss_bytes"] and suite.get("failures") == "2"
     report = json.loads((tmp_path / "failed" / "report.json").read_text())
     assert report["passed"] is False and report["targets"][0]["validation"]["passed"] is True
+    assert 50e6 < report["targets"][0]["peak_rss_bytes"] < 8e9  # a Python process with torch loaded, in bytes
 
     result = runner.invoke(app, ["check", "pulse:tiny", "--targets", "onnx", "--report", str(tmp_path / "ok"), "--jobs", "1"])
     assert result.exit_code == 0, result.output

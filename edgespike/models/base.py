@@ -70,7 +70,9 @@ class SpikingLM(nn.Module):
         return rebuilt
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Parameters, a frozen linear's integer codes counted as its weight."""
+        codes = sum(buffer.numel() for name, buffer in self.named_buffers() if name.rsplit(".", 1)[-1] == "codes")
+        return sum(p.numel() for p in self.parameters()) + codes
 
     def state_like(self) -> Tensor:
         """A tensor whose dtype and device the state takes (meta included)."""

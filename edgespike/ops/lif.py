@@ -35,14 +35,15 @@ def _fired(u: Tensor, threshold: Tensor, strict: bool) -> Tensor:
     return (u > threshold if strict else u >= threshold).to(u.dtype)
 
 
-def _lif_steps(current, v0, beta, threshold, reset, delayed_reset, strict):
-    """Yield (potential the spike is read from, H of it, membrane after the step) for every t."""
+def _lif_steps(current, v0, beta, threshold, reset, delayed_reset, strict, forced=None):
+    """Yield (potential the spike is read from, H of it, membrane after the step) for every t;
+    ``forced`` [T, ...] (0 / 1) replaces H by given spikes (``lif_following``)."""
     beta = beta.to(current.dtype).clamp(0.0, 1.0)
     threshold = threshold.to(current.dtype)
-    v = v0
+    v, s = v0, None
     for t in range(current.shape[0]):
         if delayed_reset:
-            carried = _fired(v, threshold, strict)  # r[t], the spike of the previous step
+            carried = _fired(v, threshold, strict) if s is None else s  # r[t], the spike of the previous step
             if reset == "subtract":
                 v = beta * v + current[t] - carried * threshold
             elif reset == "zero":
@@ -50,10 +51,10 @@ def _lif_steps(current, v0, beta, threshold, reset, delayed_reset, strict):
             else:
                 v = beta * v + current[t]
             u = v
-            s = _fired(u, threshold, strict)
+            s = _fired(u, threshold, strict) if forced is None else forced[t]
         else:
             u = beta * v + current[t]
-            s = _fired(u, threshold, strict)
+            s = _fired(u, threshold, strict) if forced is None else forced[t]
             v = u - s * threshold if reset == "subtract" else u * (1.0 - s) if reset == "zero" else u
         yield u, s, v
 
@@ -83,6 +84,19 @@ def lif_reference(
     for _, s, v in _lif_steps(current, v0, beta, threshold, reset, delayed_reset, strict):
         spikes.append(s)
     return torch.stack(spikes) * graded.to(current.dtype), v
+
+
+def lif_following(current, v0, beta, threshold, graded, reset, delayed_reset, strict, spikes):
+    """The LIF recurrence driven by given ``spikes`` [T, ...] (another runtime's, 0 or ``graded``)
+    instead of its own thresholds: (those spikes, v_T, the potentials [T, ...] they were read
+    from). Where H(potential) differs from a given spike, the two runtimes disagreed at that
+    neuron; how far the potential lies from the threshold says whether by a rounding tie."""
+    check_lif_args(current, v0, reset)
+    forced = (spikes != 0).to(current.dtype)
+    potentials, v = [], v0
+    for u, _, v in _lif_steps(current, v0, beta, threshold, reset, delayed_reset, strict, forced):
+        potentials.append(u)
+    return forced * graded.to(current.dtype), v, torch.stack(potentials)
 
 
 @torch.library.custom_op("edgespike::lif", mutates_args=())

@@ -27,13 +27,9 @@ def ternary_codes(weight: Tensor, scale: Tensor) -> Tensor:
 def ternarize(model: nn.Module) -> nn.Module:
     """Freeze every TernaryLinear of ``model`` to int8 codes + scale, after replacing plain
     ``nn.Linear`` layers by TernaryLinear. Returns the same model, changed in place."""
-    from edgespike.nn.ternary_linear import TernaryLinear
+    from edgespike.quant.weights import quantize_weights
 
-    _replace_linears(model, TernaryLinear)
-    for module in model.modules():
-        if isinstance(module, TernaryLinear):
-            module.freeze()
-    return model
+    return quantize_weights(model, "ternary")
 
 
 def _replace_linears(module: nn.Module, ternary_cls) -> None:

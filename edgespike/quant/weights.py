@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from edgespike.errors import EdgespikeError
-from edgespike.quant.ternary import _replace_linears, ternarize
+from edgespike.nn.ternary_linear import TernaryLinear
+from edgespike.quant.ternary import _replace_linears
 
 INTEGER_LEVELS = {"int8": 127, "int4": 7}
 WEIGHT_BITS = {"ternary": 2, "int8": 8, "int4": 4, "fp16": 16, "fp32": 32}  # a linear's weight, as stored
@@ -39,19 +40,30 @@ def default_format(config) -> str:
 @torch.no_grad()
 def quantize_weights(model: nn.Module, weights: str) -> nn.Module:
     """``model``'s linears (TernaryLinear and nn.Linear) in format ``weights``, changed in place."""
-    from edgespike.nn.ternary_linear import TernaryLinear
-
-    if check_format(weights) == "ternary":
-        return ternarize(model)
+    check_format(weights)
     _replace_linears(model, TernaryLinear)
     for module in model.modules():
-        if not isinstance(module, TernaryLinear):
-            continue
-        module.set_mode("float")
-        if weights in INTEGER_LEVELS:
-            levels = INTEGER_LEVELS[weights]
-            scale = module.weight.abs().amax(dim=1).clamp_min(1e-8) / levels
-            module.freeze_to(torch.clamp(torch.round(module.weight / scale[:, None]), -levels, levels).to(torch.int8), scale)
-        elif weights == "fp16":
-            module.weight.copy_(module.weight.half().float())
+        if isinstance(module, TernaryLinear):
+            quantize_linear(module, weights)
     return model
+
+
+@torch.no_grad()
+def quantize_linear(linear: nn.Module, weights: str) -> nn.Module:
+    """One linear in format ``weights``: a TernaryLinear changed in place, an nn.Linear replaced by one."""
+    if type(linear) is nn.Linear:
+        with torch.device("meta"):  # its own weight is never allocated: it takes the linear's
+            replacement = TernaryLinear(linear.in_features, linear.out_features, bias=linear.bias is not None, mode="float")
+        replacement.weight, replacement.bias = linear.weight, linear.bias
+        linear = replacement
+    if weights == "ternary":
+        linear.freeze()
+        return linear
+    linear.set_mode("float")
+    if weights in INTEGER_LEVELS:
+        levels = INTEGER_LEVELS[weights]
+        scale = linear.weight.abs().amax(dim=1).clamp_min(1e-8) / levels
+        linear.freeze_to(torch.clamp(torch.round(linear.weight / scale[:, None]), -levels, levels).to(torch.int8), scale)
+    elif weights == "fp16":
+        linear.weight.copy_(linear.weight.half().float())
+    return linear
