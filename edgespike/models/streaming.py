@@ -10,7 +10,8 @@ second copy: ``edgespike.capture.decode_step`` uses a streamed model as it is).
 
 A preset's streamed weights are seeded per tensor (``random_tensor``: the tensor's name and
 ``seed``), normal with std fan_in ** -0.5 (TernaryLinear's own init), so they are the same
-whatever the order they are made in; they are not the weights ``create()`` draws.
+whatever the order they are made in; they are not the weights ``create()`` draws. The small
+ones the family draws itself, from torch's generator seeded with ``seed``.
 Parameters under ``STREAMED_MIN_ELEMENTS`` (norms, decays, biases) are built by the family
 as usual and, for a model dir, overwritten from the file like every tensor.
 """
@@ -102,7 +103,9 @@ def load_frozen(spec: str | Path, weights: str | None = None, timesteps: int | N
         config = config.replace(spike=dataclasses.replace(config.spike, timesteps=timesteps))
     weights = check_format(weights or default_format(config))
     if is_preset_spec(spec):
-        model = _filled(config, lambda name, like: random_tensor(name, like, seed) if like.is_meta else like, weights)
+        with torch.random.fork_rng():  # the small parameters the family draws itself: seeded too
+            torch.manual_seed(seed)
+            model = _filled(config, lambda name, like: random_tensor(name, like, seed) if like.is_meta else like, weights)
     else:
         model = _from_dir(Path(spec), config, weights)
     model.frozen_weights = weights
