@@ -82,12 +82,18 @@ class DecodeStep(nn.Module):
 
     @torch.no_grad()
     def spike_populations(self) -> list[str]:
-        """The module paths of the LIF calls ``spike_rates`` reports, in order (a dry run on a copy)."""
-        probe, names = copy.deepcopy(self), []
-        for name, module in probe.model.named_modules():
-            if isinstance(module, LIF):
-                module.register_forward_hook(lambda _m, _i, _o, name=name: names.append(name))
-        probe(*probe.example_inputs())
+        """The module paths of the LIF calls ``spike_rates`` reports, in order (a dry run, the state
+        restored after it: no copy of the weights)."""
+        names, saved = [], {name: buffer.clone() for name, buffer in self.named_buffers() if name.startswith("state_")}
+        hooks = [module.register_forward_hook(lambda _m, _i, _o, name=name: names.append(name))
+                 for name, module in self.model.named_modules() if isinstance(module, LIF)]
+        try:
+            self(*self.example_inputs())
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for name, value in saved.items():
+                self.get_buffer(name).copy_(value)
         return names
 
     def example_inputs(self, token: int = 0, position: int = 0) -> tuple[Tensor, ...]:

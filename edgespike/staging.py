@@ -36,6 +36,24 @@ def new_staging(destination: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-{os.getpid()}-", dir=destination.parent))
 
 
+def check_free_space(destination: Path, needed: int, what: str) -> None:
+    """Refuse, before any work, to write about ``needed`` bytes where the disk has less free."""
+    where = Path(destination).absolute()
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if needed > free:
+        raise EdgespikeError(
+            f"not enough disk space for {what}: about {size_text(needed)} needed at {where}, {size_text(free)} free; "
+            "free some space or choose another --out"
+        )
+
+
+def size_text(n: int) -> str:
+    """Bytes for a message: GB from 1 GB, else MB."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.2f} MB"
+
+
 def remove_stale(destination: Path) -> list[Path]:
     """Remove the staging / set-aside dirs of ``destination`` whose writer process is dead; those removed."""
     destination = Path(destination)

@@ -21,9 +21,10 @@ from edgespike import __version__
 from edgespike.artifact import write_manifest, staged
 from edgespike.capture import decode_step
 from edgespike.errors import EdgespikeError
-from edgespike.exporters.registry import EXPORTERS, PRECISIONS, ExportOptions, register_exporter
+from edgespike.exporters.registry import EXPORTERS, PRECISIONS, ExportOptions, expected_bytes, register_exporter
 from edgespike.exporters import coreml, executorch, neuronchip, nir, onnx  # noqa: F401  (register the targets)
 from edgespike.models.base import SpikingLM
+from edgespike.staging import check_free_space
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def export(
             "this %s model was trained with dense weights: ternarizing it after training changes what it computes "
             "(see `edgespike quantize-report`); pass --weights int8, fp16 or fp32 to keep it closer", model.config.family
         )
+    check_free_space(out, expected_bytes(step, exporter.float_weights), f"the {target} artifact")
     with staged(out, force) as staging:
         stage("lower")
         try:

@@ -28,7 +28,7 @@ from edgespike.quant.state import check_state_precision
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.mlpackage"
-CODED_SUFFIX = "_coded_weight"  # names the integer-coded weights compressed after conversion
+CODED_SUFFIX = "_coded_weight"  # names the integer-coded (compressed) weights
 SPIKES_SUFFIX = "_lif_spikes"  # names each LIF's spikes [T, ...], listed in the manifest for validation
 MIN_IOS = "iOS18"  # Core ML states need iOS 18
 DEFAULT_STATE_PRECISION = "fp16x2"  # fp16 pairs: Core ML states are fp16, the trained dynamics are fp32
@@ -81,9 +81,8 @@ def _register_composites() -> None:
     @register_torch_op(torch_alias=["edgespike::spike_linear"])
     def edgespike_spike_linear(context, node):
         spikes, codes, scale = _get_inputs(context, node, expected=3)
-        weight = codes.val.astype(np.float32) * scale.val.astype(np.float32).reshape(-1, 1)
-        weight_const = mb.const(val=weight.astype(_np_dtype(spikes)), name=node.name + CODED_SUFFIX)
-        context.add(mb.linear(x=spikes, weight=weight_const, name=node.name))
+        weight = _coded_weight(codes.val, scale.val, _np_dtype(spikes), node.name + CODED_SUFFIX)
+        context.add(mb.linear(x=spikes, weight=weight, name=node.name))
 
     @register_torch_op(torch_alias=["edgespike::spike_encode"])
     def edgespike_spike_encode(context, node):
@@ -105,6 +104,23 @@ def _register_composites() -> None:
                 spike = mb.mod(x=mb.floor(x=mb.real_div(x=unsigned, y=dtype(2 ** (timesteps - 1 - t)))), y=dtype(2))
             steps.append(mb.expand_dims(x=spike, axes=[0]))
         context.add(steps[0] if timesteps == 1 else mb.concat(values=steps, axis=0), torch_name=node.name)
+
+
+def _coded_weight(codes: np.ndarray, scale: np.ndarray, dtype, name: str):
+    """codes [out, in] x scale as Core ML stores it, made from the codes without a float copy of the
+    weight: ternary codes as 2-bit indices into a table (0, s, -s) per scale (``constexpr_lut_to_dense``),
+    int4 / int8 codes as data times the per-channel scale (``constexpr_blockwise_shift_scale``). The
+    formats' codes tell them apart: every int8 / int4 row holds its grid's largest code."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    scale = scale.astype(np.float32).reshape(-1, 1)  # [out, 1] or [1, 1]
+    if codes.min() >= -1 and codes.max() <= 1:
+        indices = np.where(codes < 0, 2, codes).astype(types.np_uint2_dtype)
+        lut = (scale[:, :, None] * np.array([0.0, 1.0, -1.0, 0.0], np.float32)).reshape(scale.shape[0], 1, 4, 1)
+        return mb.constexpr_lut_to_dense(indices=indices, lut=lut.astype(dtype), name=name)
+    data = codes.astype(types.np_int4_dtype) if codes.min() >= -8 and codes.max() <= 7 else codes.astype(np.int8)
+    return mb.constexpr_blockwise_shift_scale(data=data, scale=np.broadcast_to(scale, (codes.shape[0], 1)).astype(dtype), name=name)
 
 
 def _value(arg):
@@ -131,20 +147,6 @@ def _np_dtype(var):
     return np.float16 if var.dtype == types.fp16 else np.float32
 
 
-def _compression(weights: str):
-    """(coremltools compression function, its op config) for integer-coded weights: ternary as a
-    2-bit lookup table (``constexpr_lut_to_dense``), int8 / int4 as per-channel symmetric codes
-    (``constexpr_blockwise_shift_scale``); the codes were made on the same grids, so Core ML's
-    quantizer finds them again."""
-    import coremltools.optimize.coreml as cto
-
-    if weights == "ternary":
-        return cto.palettize_weights, cto.OpPalettizerConfig(mode="unique", weight_threshold=0)
-    return cto.linear_quantize_weights, cto.OpLinearQuantizerConfig(
-        mode="linear_symmetric", dtype=weights, granularity="per_channel", weight_threshold=0
-    )
-
-
 def _compute_precision(precision: str, state_precision: str):
     """fp32: every op in fp32. fp16: every op in fp16, except with fp16x2 states, where only the
     weight-reading ops (linear, matmul) run in fp16 and the state arithmetic stays fp32 (an fp16
@@ -167,11 +169,11 @@ class CoreMLExporter:
     model_file = MODEL_FILE
     runtime = "coreml"
     default_precision = "fp32"  # with fp16x2 states: the trained model (fp16: see _compute_precision)
+    float_weights = False
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         try:
             import coremltools as ct
-            import coremltools.optimize.coreml as cto
         except ImportError as err:
             raise ImportError("the coreml target needs coremltools: pip install 'edgespike[export]'") from err
         _register_composites()
@@ -205,15 +207,8 @@ class CoreMLExporter:
             compute_precision=_compute_precision(options.precision, state_precision),
             skip_model_load=True,
         )
-        coded = [
-            op.name
-            for op in mlmodel._mil_program.functions["main"].operations
-            if op.op_type == "const" and CODED_SUFFIX in op.name
-        ]
-        if coded:
-            compress, op_config = _compression(step.weights)
-            mlmodel = compress(mlmodel, cto.OptimizationConfig(op_name_configs={name: op_config for name in coded}))
         operations = mlmodel._mil_program.functions["main"].operations
+        coded = [op.name for op in operations if op.op_type in COMPRESSED_OP.values() and CODED_SUFFIX in op.name]
         spike_values = [op.outputs[0].name for op in operations if op.op_type == "stack" and SPIKES_SUFFIX in op.outputs[0].name]
         mlmodel.save(str(staging / MODEL_FILE))
         log.info("coreml: %d %s weights compressed, %d states", len(coded), step.weights, len(states))

@@ -10,11 +10,14 @@ path, so the .pte stores float weights.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
 
 from edgespike.capture import DecodeStep, export_step
+from edgespike.errors import EdgespikeError
+from edgespike.staging import size_text
 from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
 from edgespike.ops.lif import lif_reference
 from edgespike.ops.spike_encode import encode_reference
@@ -49,11 +52,30 @@ def delegated_ops(program) -> int:
     return sum(1 for node in graph.nodes if node.op == "call_function" and "executorch_call_delegate" in str(node.target))
 
 
+# Lowering folds the codes into fp32 weights, which XNNPACK packs and the program serializes: measured
+# on pulse-1b (1.01B parameters, streamed), peak RSS 13.9 GB, i.e. ~14 bytes per parameter.
+LOWERING_BYTES_PER_PARAMETER = 14
+
+
+def check_fits(step: DecodeStep) -> None:
+    """Refuse, before lowering, a model whose fp32 lowering cannot fit in this machine's memory."""
+    parameters = step.model.num_parameters()
+    needed = LOWERING_BYTES_PER_PARAMETER * parameters
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > total:
+        raise EdgespikeError(
+            f"executorch stores fp32 weights (XNNPACK has no 2-bit path): a {parameters / 1e9:.2f}B-parameter model makes a "
+            f"{size_text(4 * parameters)} .pte and needs about {size_text(needed)} of memory to lower, this machine has "
+            f"{size_text(total)}; export it to onnx or coreml (2-bit weights), or lower it on a larger machine"
+        )
+
+
 class ExecuTorchExporter:
     name = "executorch"
     model_file = MODEL_FILE
     runtime = "executorch"
     default_precision = "fp32"
+    float_weights = True
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         try:
@@ -65,6 +87,7 @@ class ExecuTorchExporter:
             raise ImportError("the executorch target needs executorch: pip install 'edgespike[export]'") from err
         if options.precision != "fp32":
             raise ValueError(f"executorch: precision {options.precision!r} is not supported; use --precision fp32")
+        check_fits(step)
         with torch.no_grad():
             program = export_step(step).run_decompositions(DECOMPOSITIONS)
         # fold codes -> float weights, so XNNPACK sees static weights it can pack

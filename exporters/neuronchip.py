@@ -433,6 +433,7 @@ class NeuronChipExporter:
     model_file = MAPPING_FILE
     runtime = "neuronchip"
     default_precision = "fp32"
+    float_weights = False
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         if options.precision != "fp32":

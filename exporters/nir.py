@@ -236,6 +236,7 @@ class NirExporter:
     model_file = MODEL_FILE
     runtime = "nir"
     default_precision = "fp32"
+    float_weights = True
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         import nir

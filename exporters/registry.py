@@ -27,8 +27,20 @@ class Exporter(Protocol):
     model_file: str  # file or package the runtime opens, relative to the artifact dir
     runtime: str  # the runtime that executes it (edgespike.runtimes.RUNTIMES)
     default_precision: str
+    float_weights: bool  # stores every linear's weight as fp32, whatever the format (its size: ``expected_bytes``)
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict: ...
+
+
+def expected_bytes(step: DecodeStep, float_weights: bool) -> int:
+    """About an artifact's size, known before lowering: each linear's weight at its format's width
+    (``WEIGHT_BITS``; 32 bits where the target stores floats), every other tensor at 4 bytes."""
+    from edgespike.nn.ternary_linear import TernaryLinear
+    from edgespike.quant.weights import WEIGHT_BITS
+
+    linears = sum(m.out_features * m.in_features for m in step.model.modules() if isinstance(m, TernaryLinear))
+    bits = 32 if float_weights else WEIGHT_BITS[step.weights]
+    return linears * bits // 8 + 4 * (step.model.num_parameters() - linears)
 
 
 def step_io(step: DecodeStep, token_dtype: str = "int64", logits: str = "logits", logits_dtype: str = "float32") -> dict:

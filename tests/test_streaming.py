@@ -128,3 +128,27 @@ def test_streamed_export_memory_does_not_scale_with_the_fp32_model(tmp_path):
     slope = {how: (growth[how, 1024] - growth[how, 512]) / (fp32_bytes[1024] - fp32_bytes[512]) for how in ("streamed", "in-memory")}
     print(f"peak RSS growth per fp32 byte: streamed {slope['streamed']:.2f}, in memory {slope['in-memory']:.2f} ({growth})")
     assert slope["streamed"] < 0.6 and slope["in-memory"] > 1.0, (slope, growth)
+
+
+def test_not_enough_disk_is_refused_before_any_work(tmp_path, monkeypatch):
+    import shutil as real_shutil
+
+    from edgespike import staging
+
+    usage = real_shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(staging.shutil, "disk_usage", lambda path: usage._replace(free=10_000))
+    with pytest.raises(EdgespikeError, match=r"not enough disk space for the onnx artifact: about 0\.\d\d MB needed .* 0\.01 MB free"):
+        export(models.create("pulse", "tiny"), "onnx", tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []  # nothing staged, nothing half-written
+
+
+def test_a_model_too_large_for_executorch_names_the_numbers(tmp_path, monkeypatch):
+    from edgespike.exporters import executorch
+
+    monkeypatch.setattr(executorch.os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 10}[name])
+    model = models.create("pulse", "tiny")
+    with pytest.raises(EdgespikeError, match=rf"a 0\.00B-parameter model makes a 0\.\d\d MB \.pte and needs about "
+                                             rf"{14 * model.num_parameters() / 1e6:.2f} MB of memory to lower, this machine has "
+                                             r"0\.04 MB; export it to onnx or coreml"):
+        export(model, "executorch", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

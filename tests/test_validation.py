@@ -1,0 +1,98 @@
+"""Validation at scale: the spike-following conversion record tells rounding ties from faults,
+the rollout's flips are reported per LIF population, and large models validate on fewer tokens.
+Independent reference: the LIF law written out here per timestep (float64), not edgespike's op."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from edgespike import models
+from edgespike.artifact import read_manifest
+from edgespike.exporters import export
+from edgespike.ops.lif import lif_following
+from edgespike.runtimes.onnxruntime import OnnxSession
+from edgespike import validate
+
+
+def _law(current, v0, beta, threshold, reset, delayed, strict, given):
+    """The LIF recurrence with its spikes imposed (``given``), written out step by step."""
+    fire = (lambda x: x > threshold) if strict else (lambda x: x >= threshold)
+    v, previous, potentials = v0.double(), None, []
+    for t in range(current.shape[0]):
+        i = current[t].double()
+        if delayed:
+            r = fire(v).double() if previous is None else previous
+            v = beta * v + i - r * threshold if reset == "subtract" else beta * v * (1 - r) + i if reset == "zero" else beta * v + i
+            u = v
+        else:
+            u = beta * v + i
+        s = given[t].double()
+        if not delayed:
+            v = u - s * threshold if reset == "subtract" else u * (1 - s) if reset == "zero" else u
+        potentials.append(u)
+        previous = s
+    return v, torch.stack(potentials)
+
+
+@pytest.mark.parametrize("reset,delayed,strict", list(itertools.product(["subtract", "zero", "none"], [False, True], [False, True])))
+def test_lif_following_imposes_the_given_spikes_on_every_law(reset, delayed, strict):
+    current, v0 = torch.randn(6, 3, 17) * 0.8 + 0.4, torch.randn(3, 17) * 0.3
+    beta, threshold, graded = torch.tensor(0.8), torch.tensor(0.9), torch.tensor(1.0)
+    own, own_v = torch.ops.edgespike.lif(current, v0, beta, threshold, graded, reset, delayed, strict, 5.0)
+    spikes, v, _ = lif_following(current, v0, beta, threshold, graded, reset, delayed, strict, own)
+    assert torch.equal(spikes, own) and torch.allclose(v, own_v, atol=1e-6)  # its own spikes: the op itself
+    given = (torch.rand(6, 3, 17) < 0.3).float()  # anything else: the law driven by them
+    spikes, v, potentials = lif_following(current, v0, beta, threshold, graded, reset, delayed, strict, given)
+    expected_v, expected_potentials = _law(current, v0, 0.8, 0.9, reset, delayed, strict, given)
+    assert torch.equal(spikes, given)
+    assert torch.allclose(v.double(), expected_v, atol=1e-5) and torch.allclose(potentials.double(), expected_potentials, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory):
+    torch.manual_seed(0)
+    model = models.create("pulse", "tiny")
+    path = tmp_path_factory.mktemp("validation") / "onnx"
+    export(model, "onnx", path, source="pulse:tiny")
+    return model, path
+
+
+def test_onnx_conversion_follows_spikes_and_passes_at_fp32(onnx_export):
+    model, path = onnx_export
+    record = validate.validate_artifact(path, read_manifest(path), model)
+    conversion = record["conversion"]
+    assert record["passed"] and record["tolerance"]["applies_to"] == "conversion"
+    assert conversion["max_abs_logit_diff"] <= 1e-4 and conversion["top1_agreement"] == 1.0
+    assert conversion["flips_beyond_tie_margin"] == 0
+    assert record["spike_flip_rate_by_layer"] == {} or max(record["spike_flip_rate_by_layer"].values()) <= record["spike_flip_rate"] * 10
+
+
+class FlippingSession(OnnxSession):
+    """An artifact with a fault: one spike that fired reported as silent, every step."""
+
+    def step(self, token):
+        logits = super().step(token)
+        spikes = np.array(self.last_spikes[-1], copy=True)
+        spikes.reshape(-1)[np.flatnonzero(spikes.reshape(-1))[0]] = 0.0
+        self.last_spikes = [*self.last_spikes[:-1], spikes]
+        return logits
+
+
+def test_a_flip_far_from_the_threshold_fails_validation_whatever_the_logits(onnx_export, monkeypatch):
+    model, path = onnx_export
+    manifest = read_manifest(path)
+    monkeypatch.setattr(validate, "_open", lambda d, m: FlippingSession(d, m, validate._onnx_lif_spike_outputs(d, m)))
+    record = validate.validate_artifact(path, manifest, model, tokens=list(range(16)))
+    assert not record["passed"]
+    assert record["conversion"]["flips_beyond_tie_margin"] >= 16 and record["conversion"]["max_flip_margin"] > validate.TIE_MARGIN
+    assert "spike flip(s) farther than" in record["reason"]
+    last = list(record["spike_flip_rate_by_layer"])[-1]
+    assert last.endswith("hidden_lif")  # the rollout's flips, named by population
+
+
+def test_large_models_validate_on_fewer_tokens():
+    small, large = models.create("pulse", "tiny"), models.create("pulse", "pulse-1b", device="meta")
+    assert validate.validation_tokens(small) == validate.PROMPT_TOKENS
+    assert validate.validation_tokens(large) == validate.MIN_TOKENS  # 1.0B parameters: 64 x 0.1 / 1.0 -> at least 8
