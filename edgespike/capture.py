@@ -173,24 +173,30 @@ def with_timesteps(model: SpikingLM, timesteps: int | None) -> SpikingLM:
 
 
 def decode_step(model: SpikingLM, timesteps: int | None = None, batch: int = 1, weights: str | None = None) -> DecodeStep:
-    """The frozen decode step of ``model`` (left untouched; a streamed, already frozen model is
-    used as it is), its weights in format ``weights`` (``edgespike.quant.weights``; None:
-    ternary for ternary-trained models, else fp16)."""
+    """The frozen decode step of ``model`` (``frozen_model``), its weights in format ``weights``
+    (``edgespike.quant.weights``; None: ternary for ternary-trained models, else fp16)."""
     check_lowerable(model)
-    frozen_weights = getattr(model, "frozen_weights", None)  # streamed (edgespike.models.streaming): taken as it is
+    frozen = frozen_model(model, timesteps, weights)
+    return DecodeStep(frozen, batch, frozen.frozen_weights).eval()
+
+
+def frozen_model(model: SpikingLM, timesteps: int | None = None, weights: str | None = None) -> SpikingLM:
+    """``model`` unrolled over ``timesteps`` with its linears in format ``weights``: a frozen copy (``model``
+    left untouched), or, for a model streamed frozen (``edgespike.models.streaming``), the model itself."""
+    frozen_weights = getattr(model, "frozen_weights", None)
     weights = weights or frozen_weights or default_format(model.config)
     if frozen_weights is None:
         frozen = quantize_weights(with_timesteps(model, timesteps).float().eval(), weights)
-    elif frozen_weights != weights or timesteps not in (None, model.config.spike.timesteps):
+        for parameter in frozen.parameters():
+            parameter.requires_grad_(False)
+        frozen.frozen_weights = weights
+        return frozen
+    if frozen_weights != weights or timesteps not in (None, model.config.spike.timesteps):
         raise EdgespikeError(
             f"this model was streamed frozen to {frozen_weights} weights at {model.config.spike.timesteps} timesteps; "
             f"load it again for {weights} weights at {timesteps or model.config.spike.timesteps} timesteps"
         )
-    else:
-        frozen = model
-    for parameter in frozen.parameters():
-        parameter.requires_grad_(False)
-    return DecodeStep(frozen, batch, weights).eval()
+    return model
 
 
 def export_step(step: DecodeStep) -> torch.export.ExportedProgram:

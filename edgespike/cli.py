@@ -602,7 +602,8 @@ def profile_command(
     target: list[str] = typer.Option(["cmos45"], "--target", help="Target name or .toml file; repeat for several (see --list)."),
     text: Optional[Path] = typer.Option(None, help="UTF-8 text to run (default: the corpus's held-out split)."),
     corpus: str = typer.Option("pydoc", help="Corpus whose held-out split is run when --text is not given."),
-    tokens: int = typer.Option(128, help="Tokens decoded one at a time for the counts."),
+    tokens: Optional[int] = typer.Option(None, help="Tokens decoded one at a time for the counts (default 128; fewer "
+                                                    "above 100M parameters, at least 16)."),
     firing_rate: Optional[float] = typer.Option(None, help="Assume this spike rate and build the model on the meta device (no weights)."),
     timesteps: Optional[int] = typer.Option(None, help="Unroll over T timesteps (default: the model's)."),
     sweep_spec: Optional[str] = typer.Option(None, "--sweep", help="KEY=V1,V2,...: timesteps or coding (perplexity vs energy), or firing_rate."),

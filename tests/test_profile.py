@@ -156,9 +156,22 @@ def test_empty_text(tmp_path):
         profile("demo", ProfileOptions(text_file=empty))
 
 
-def test_full_size_preset_without_a_firing_rate_is_refused():
-    with pytest.raises(EdgespikeError, match="7.8B parameters; pass --firing-rate"):
-        profile("spikingbrain:spikingbrain-7b", ProfileOptions())
+def test_a_large_model_is_profiled_streamed_with_the_same_counts(tmp_path, monkeypatch):
+    """Above STREAM_PARAMETERS (here lowered to 0) a model dir is streamed frozen: the counts are the
+    in-memory ones; full-size models profile on fewer tokens (at least 16)."""
+    from edgespike.models import streaming
+    from edgespike.profile import token_count
+
+    models.save(models.create("pulse", "tiny"), tmp_path / "model")
+    options = ProfileOptions(targets=["cmos45"], tokens=8)
+    in_memory = profile(str(tmp_path / "model"), options)
+    monkeypatch.setattr(streaming, "STREAM_PARAMETERS", 0)
+    assert streaming.should_stream(str(tmp_path / "model"))
+    streamed = profile(str(tmp_path / "model"), options)
+    for key in ("per_token", "spikes", "layers", "targets"):
+        assert streamed[key] == in_memory[key], key
+    assert token_count(models.create("pulse", "pulse-1b", device="meta"), ProfileOptions()) == 16
+    assert token_count(models.create("pulse", "tiny"), ProfileOptions()) == 128
 
 
 def test_firing_rate_sweep_needs_the_meta_device():

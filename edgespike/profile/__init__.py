@@ -10,9 +10,10 @@
     sweep(spec, options, key, values) -> the same per value of timesteps or coding (with
                                          perplexity on the text) or firing_rate (meta-device models)
 
-Spike rates are measured on real text (held-out corpus or a file); full-size presets run on the
-meta device with an assumed ``firing_rate``. Every energy and latency is an estimate whose
-constants, each with its source, are in the report.
+Spike rates are measured on real text (held-out corpus or a file), on fewer tokens above 100M
+parameters (``token_count``); such models are streamed frozen (``edgespike.models.streaming``: a
+preset's weights seeded per tensor), or built on the meta device with an assumed ``firing_rate``.
+Every energy and latency is an estimate whose constants, each with its source, are in the report.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ import torch
 from edgespike import data, models
 from edgespike.artifact import MANIFEST
 from edgespike.errors import EdgespikeError
+from edgespike.models.streaming import load_frozen, should_stream
 from edgespike.profile.counting import COUNTS, Counts, count
 from edgespike.profile.estimate import ann_equivalents, break_even_rate, energy, latency
 from edgespike.profile.targets import Target, load_target
 
-MAX_REAL_PARAMETERS = 200_000_000  # above this a FAMILY:PRESET is profiled on the meta device (pass --firing-rate)
+DEFAULT_TOKENS, MIN_TOKENS, SCALE_PARAMETERS = 128, 16, 100_000_000  # tokens profiled: 128, fewer above 100M parameters
 SWEEPS = ("timesteps", "firing_rate", "coding")
 
 
@@ -40,7 +42,7 @@ class ProfileOptions:
     targets: list[str] = field(default_factory=lambda: ["cmos45"])
     text_file: Path | None = None  # UTF-8 text to run (default: the corpus's held-out split)
     corpus: str = data.DEFAULT_CORPUS
-    tokens: int = 128  # tokens decoded one at a time for the counts
+    tokens: int | None = None  # tokens decoded one at a time for the counts (None: ``token_count``)
     firing_rate: float | None = None  # assumed rate: the model is built on the meta device
     timesteps: int | None = None  # None: the model's (or the artifact's)
     coding: str | None = None  # W8ASpike spike coding (spikingbrain); None: the model's
@@ -65,12 +67,16 @@ def resolve(spec: str, options: ProfileOptions) -> tuple[torch.nn.Module, dict]:
         else:
             config = models.preset_config(*spec.split(":", 1))
         return models.build(config, device="meta"), about
-    if models.is_preset_spec(spec):
-        config = models.preset_config(*spec.split(":", 1))
-        size = models.build(config, device="meta").num_parameters()
-        if size > MAX_REAL_PARAMETERS:
-            raise EdgespikeError(f"{spec} has {size / 1e9:.1f}B parameters; pass --firing-rate R to profile it on the meta device")
+    if options.coding is None and should_stream(spec):  # streamed frozen: never the fp32 model (a preset's weights seeded)
+        return load_frozen(spec, timesteps=options.timesteps), about
     return with_coding(models.load(spec).eval(), options.coding), about
+
+
+def token_count(model, options: ProfileOptions) -> int:
+    """``options.tokens``, else ``DEFAULT_TOKENS``, proportionally fewer above ``SCALE_PARAMETERS`` (at least ``MIN_TOKENS``)."""
+    if options.tokens is not None:
+        return options.tokens
+    return max(MIN_TOKENS, min(DEFAULT_TOKENS, DEFAULT_TOKENS * SCALE_PARAMETERS // model.num_parameters()))
 
 
 def with_coding(model, coding: str | None):
@@ -91,7 +97,7 @@ def text_tokens(model, options: ProfileOptions) -> tuple[list[int], str]:
         return [0], f"none: meta device, firing rate {options.firing_rate} assumed"
     if model.tokenizer is None:
         generator = torch.Generator().manual_seed(0)
-        ids = torch.randint(0, model.config.vocab_size, (options.tokens,), generator=generator).tolist()
+        ids = torch.randint(0, model.config.vocab_size, (token_count(model, options),), generator=generator).tolist()
         return ids, "random token ids (the model has no tokenizer; train it for measured rates on text)"
     if options.text_file is not None:
         if not options.text_file.is_file():
@@ -101,7 +107,7 @@ def text_tokens(model, options: ProfileOptions) -> tuple[list[int], str]:
         text, source = data.split_corpus(data.read_corpus(options.corpus))[1], f"{options.corpus} corpus, held-out split"
     if not text.strip():
         raise EdgespikeError(f"the text from {source} is empty; pass a UTF-8 file with some text")
-    ids = data.first_tokens(model.tokenizer, text, options.tokens)
+    ids = data.first_tokens(model.tokenizer, text, token_count(model, options))
     if not ids:
         raise EdgespikeError(f"the text from {source} encodes to no tokens")
     return ids, source
@@ -178,7 +184,7 @@ def sweep(spec: str, options: ProfileOptions, key: str, values: list[float]) -> 
         row = {key: cast(value), "firing_rate": result["spikes"]["firing_rate"], "perplexity": None}
         if result["spikes"]["measured"]:
             model, _ = resolve(spec, dataclasses.replace(run))
-            ids, _ = text_tokens(model, dataclasses.replace(run, tokens=max(run.tokens, 1024)))
+            ids, _ = text_tokens(model, dataclasses.replace(run, tokens=max(run.tokens or DEFAULT_TOKENS, 1024)))
             unrolled = with_timesteps(model, run.timesteps).eval()
             row["perplexity"] = perplexity(unrolled, torch.tensor(ids), seq_len=min(64, len(ids) - 1))
         row["targets"] = {name: {"energy_per_token_j": t["energy_per_token_j"], "latency_per_token_s": t["latency_per_token_s"]}

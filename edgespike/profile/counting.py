@@ -38,10 +38,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from edgespike.capture import with_timesteps
+from edgespike.capture import frozen_model
 from edgespike.models.base import SpikingLM
 from edgespike.nn import LIF, SpikeEncoder, TernaryLinear
-from edgespike.quant.weights import WEIGHT_BITS, default_format, quantize_weights
+from edgespike.quant.weights import WEIGHT_BITS
 
 # absmean ternarization of Gaussian weights zeroes |w| < 0.5 E|w| = 0.5 sqrt(2/pi) sigma:
 # P(|z| < 0.399) = 0.31 (the assumed zero fraction where the weights are not real)
@@ -155,9 +155,8 @@ def count(model: SpikingLM, tokens: list[int], timesteps: int | None = None, fir
     On the meta device pass ``firing_rate`` (one token is run, for shapes only).
     """
     meta = next(model.parameters()).is_meta
-    weights = weights or default_format(model.config)
-    frozen = quantize_weights(with_timesteps(model, timesteps).float().eval(), weights)
-    config = frozen.config
+    frozen = frozen_model(model, timesteps, weights)
+    weights, config = frozen.frozen_weights, frozen.config
     blocks: dict[str, BlockCounts] = {}
 
     def block(path: str) -> BlockCounts:
