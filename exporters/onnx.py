@@ -384,6 +384,7 @@ class OnnxExporter:
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         import onnx
+        import onnx_ir as ir
 
         if options.precision != "fp32":
             raise ValueError(f"onnx: precision {options.precision!r} is not supported; use --precision fp32")
@@ -403,17 +404,19 @@ class OnnxExporter:
                 optimize=False,  # the optimizer folds Cast(int8 codes) into float weights
                 verbose=False,
             )
-        packed = pack_initializers(program.model)
-        model = program.model_proto
-        del program  # the IR: with the wide initializers gone, the protobuf is the one copy
-        used = {node.op_type for node in model.graph.node if node.domain == DOMAIN}
-        model.functions.extend(op.body() for op in ops if op.name in used)
-        for node in model.graph.node:  # stack traces of the torch source: most of the file otherwise
-            del node.metadata_props[:]
-        if sum(len(init.raw_data) for init in model.graph.initializer) > EXTERNAL_DATA_BYTES:
-            onnx.save(model, staging / MODEL_FILE, save_as_external_data=True, location=EXTERNAL_DATA_FILE)
-        else:
-            onnx.save(model, staging / MODEL_FILE)
+        model = program.model  # ONNX IR: its initializers are the step's own tensors, not copies
+        packed = pack_initializers(model)
+        used = {node.op_type for node in model.graph if node.domain == DOMAIN}
+        for op in ops:
+            if op.name in used:
+                function = ir.serde.deserialize_function(op.body())
+                model.functions[function.identifier()] = function
+        for node in model.graph:  # stack traces of the torch source: most of the file otherwise
+            node.metadata_props.clear()
+        # written tensor by tensor (no protobuf ever holds the weights); past 1 GB into one external data file
+        external = sum(value.const_value.nbytes for value in model.graph.initializers.values()) > EXTERNAL_DATA_BYTES
+        ir.save(model, staging / MODEL_FILE, external_data=EXTERNAL_DATA_FILE if external else None, size_threshold_bytes=1024)
+        del program, model
         onnx.checker.check_model(str(staging / MODEL_FILE), full_check=True)
         log.info("onnx: %d ai.edgespike nodes, initializers packed: %s", len(used), packed)
         io = step_io(step)
