@@ -492,7 +492,7 @@ def export_command(
 
 
 VALIDATION_HELP = ("top-1: share of tokens where both pick the same next token; greedy: both continue with the same "
-                   "32 greedy tokens; flips: share of spikes that differ; Δlogit: largest logit difference.")
+                   "greedy tokens; flips: share of spikes that differ; Δlogit: largest logit difference.")
 RUNTIME_WORDS = {"mil-interpreter": "edgespike's interpreter of the Core ML program (numpy; Core ML itself runs only on Apple devices)"}
 
 
@@ -515,8 +515,14 @@ def _runtime_line(target: str, v: dict) -> str:
     line = f"{target}: run by {RUNTIME_WORDS.get(v['runtime'], v['runtime'])}"
     conversion, tolerance = v.get("conversion"), v.get("tolerance") or {}
     if conversion and tolerance.get("applies_to") == "conversion":
-        line += (f"; the tolerance applies to each step from eager's state, rounded as the artifact stores it: "
+        how = ("from eager's state, eager following the artifact's spikes" if "flips_beyond_tie_margin" in conversion
+               else "from eager's state, rounded as the artifact stores it")
+        line += (f"; the tolerance applies to each step {how}: "
                  f"top-1 {conversion['top1_agreement']:.3f}, Δlogit {conversion['max_abs_logit_diff']:.2g}")
+        if conversion.get("spike_flips"):
+            line += f", {conversion['spike_flips']} spike(s) flipped at rounding ties"
+    if v.get("tokens_note"):
+        line += f" ({v['tokens']} tokens at this size)"
     return line
 
 
