@@ -202,8 +202,12 @@ class _FlipCount:
         return sum(compared for _, compared in self.flips.values())
 
     @property
+    def total(self) -> int:
+        return sum(flips for flips, _ in self.flips.values())
+
+    @property
     def rate(self) -> float | None:
-        return sum(flips for flips, _ in self.flips.values()) / self.compared if self.compared else None
+        return self.total / self.compared if self.compared else None
 
     def by_layer(self) -> dict[str, float]:
         """The flip rate of every population that flipped at all."""
@@ -247,7 +251,7 @@ class _Following:
                       f"spikes: one step's float error, no flip cascading; every flip must lie within {TIE_MARGIN} of "
                       "the threshold (a rounding tie)",
             **self.agreement.record(),
-            "spike_flips": sum(flips for flips, _ in self.flips.flips.values()),
+            "spike_flips": self.flips.total,
             "spike_flip_rate_by_layer": self.flips.by_layer(),
             "flips_beyond_tie_margin": self.untied,
             "max_flip_margin": self.max_margin,

@@ -22,6 +22,7 @@ import ctypes
 import dataclasses
 import json
 import zlib
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -40,6 +41,7 @@ from edgespike.quant.weights import check_format, default_format, quantize_linea
 
 STREAM_PARAMETERS = 200_000_000  # export streams models larger than this (``should_stream``)
 STREAMED_MIN_ELEMENTS = 1 << 16  # parameters this large are created on the meta device and streamed in
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h (``_release_large_frees``)
 
 Source = Callable[[str, torch.Tensor], torch.Tensor]  # (state_dict name, the meta or built tensor) -> its value
 
@@ -68,7 +70,7 @@ def random_tensor(name: str, like: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return torch.randn(like.shape, generator=generator) * like.shape[-1] ** -0.5
 
 
-def should_stream(spec: str, weights: str | None = None) -> bool:
+def should_stream(spec: str) -> bool:
     """Whether ``spec`` (a model dir or FAMILY:PRESET) is over ``STREAM_PARAMETERS`` (counted on the meta device)."""
     config = _config(spec)
     return config is not None and build(config, "meta").num_parameters() > STREAM_PARAMETERS
@@ -171,17 +173,14 @@ def _release_large_frees() -> None:
         pass
 
 
-M_MMAP_THRESHOLD = -3  # glibc's malloc.h
-
-
 def _filled(config, source: Source, weights: str) -> SpikingLM:
     """``config``'s model with every state_dict tensor taken from ``source``, module by module,
     each linear frozen to ``weights`` right after its weight is filled."""
     _release_large_frees()
     with large_parameters_on_meta():
         model = build(config)
-    seen = [id(p) for p in dict(model.named_parameters(remove_duplicate=False)).values()]
-    tied = {i for i in seen if seen.count(i) > 1}
+    uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    tied = {i for i, n in uses.items() if n > 1}
     made: dict[int, nn.Parameter] = {}  # a tied parameter -> its value, so tied weights stay tied (only those: a
     # frozen linear's fp32 weight must be freed as soon as its codes are made)
     parents = {f"{path}.{name}" if path else name: (module, name) for path, module in model.named_modules() for name, _ in module.named_children()}
