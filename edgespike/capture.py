@@ -4,6 +4,8 @@
                                        the carried state lives in buffers that forward mutates
                                        in place; weights frozen in the chosen format (ternary or
                                        integer codes + scale, or floats: edgespike.quant.weights)
+    frozen_model(model, ...)        -> the model frozen in a weight format: a copy, or a streamed
+                                       (already frozen) model itself (``edgespike.models.streaming``)
     export_step(step)               -> torch.export ExportedProgram, the IR every exporter reads
 
 State names: the model's dotted names ("layers.0.kv.k") are the public ones (manifests,
