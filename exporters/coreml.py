@@ -31,6 +31,7 @@ MODEL_FILE = "model.mlpackage"
 CODED_SUFFIX = "_coded_weight"  # names the integer-coded (compressed) weights
 SPIKES_SUFFIX = "_lif_spikes"  # names each LIF's spikes [T, ...], listed in the manifest for validation
 MIN_IOS = "iOS18"  # Core ML states need iOS 18
+DEBUG_HANDLE_MAP = "executorch_debug_handle_mapping.json"
 DEFAULT_STATE_PRECISION = "fp16x2"  # fp16 pairs: Core ML states are fp16, the trained dynamics are fp32
 
 
@@ -211,6 +212,9 @@ class CoreMLExporter:
         coded = [op.name for op in operations if op.op_type in COMPRESSED_OP.values() and CODED_SUFFIX in op.name]
         spike_values = [op.outputs[0].name for op in operations if op.op_type == "stack" and SPIKES_SUFFIX in op.outputs[0].name]
         mlmodel.save(str(staging / MODEL_FILE))
+        # coremltools' ExportedProgram frontend adds ExecuTorch's debug handle map (0.29 MB on the demo, a
+        # fifth of the package); Core ML does not read it (the package manifest does not list it)
+        (staging / MODEL_FILE / DEBUG_HANDLE_MAP).unlink(missing_ok=True)
         log.info("coreml: %d %s weights compressed, %d states", len(coded), step.weights, len(states))
         dtype = "float16" if options.precision == "fp16" else "float32"
         io = step_io(step, "int32", "logits", dtype)
