@@ -9,10 +9,16 @@ with a registered schema; after export the op's FunctionProto, whose body is sta
 (a Scan for the LIF recurrence), is appended to ``model.functions``. The nodes survive, the
 full ``onnx.checker`` passes, and stock onnxruntime runs the file by inlining the bodies.
 
-Weights, each in its narrowest lossless form: ternary codes as INT2 initializers (four per
-byte) and int4 codes as INT4 (two per byte), each feeding a DequantizeLinear (opset 25); int8
-codes as INT8; fp16 weights as FLOAT16 behind a Cast. Past 1 GB of weights they are written to
-``model.onnx.data`` beside the graph (protobuf cannot hold 2 GB), and the session reads them there.
+Weights, each in its narrowest lossless form: ternary codes as UINT2 fields of code + 1 (four
+per byte) and int4 codes as UINT4 fields of code + 8 (two per byte), read back by
+DequantizeLinear (opset 25) minus that offset. The fields are laid out as onnxruntime's
+``com.microsoft::MatMulNBits`` reads its weights (zero point = the offset), so the onnxruntime
+session specialises each linear to that 2- / 4-bit kernel over the very same bytes
+(``edgespike.runtimes.onnxruntime``); any other ONNX runtime runs the standard graph. (The
+offset is subtracted as a float: onnxruntime 1.32's constant folding fails on a UINT2 zero
+point.) int8 codes stay INT8; fp16 weights are FLOAT16 behind a Cast. Past 1 GB of weights they
+are written to ``model.onnx.data`` beside the graph (protobuf cannot hold 2 GB), and the session
+reads them there.
 """
 
 from __future__ import annotations
@@ -305,10 +311,10 @@ def _register_schemas(ops: list[OnnxOp]) -> None:
 # --- weights, packed ------------------------------------------------------------------------------
 
 
-def _pack_fields(codes: np.ndarray, bits: int) -> bytes:
-    """Two's-complement ``bits``-bit fields, first element in the lowest bits (ONNX INT2 / INT4)."""
+def _pack_fields(fields: np.ndarray, bits: int) -> bytes:
+    """Unsigned ``bits``-bit ``fields``, first element in the lowest bits (ONNX UINT2 / UINT4, MatMulNBits)."""
     per_byte = 8 // bits
-    fields = (codes.astype(np.int8).reshape(-1) & ((1 << bits) - 1)).astype(np.uint8)
+    fields = fields.astype(np.uint8).reshape(-1)
     fields = np.pad(fields, (0, (-fields.size) % per_byte)).reshape(-1, per_byte)
     packed = np.zeros(fields.shape[0], np.uint8)
     for i in range(per_byte):
@@ -316,56 +322,79 @@ def _pack_fields(codes: np.ndarray, bits: int) -> bytes:
     return packed.tobytes()
 
 
+@dataclass(frozen=True)
+class CodeField:
+    """Integer codes in [-offset, 2^bits - 1 - offset], stored as unsigned fields of code + offset."""
+
+    kind: str
+    dtype_name: str  # onnx_ir.DataType member
+    bits: int
+    offset: int
+    low: int
+    high: int
+
+
+CODE_FIELDS = (CodeField("uint2", "UINT2", 2, 1, -1, 1), CodeField("uint4", "UINT4", 4, 8, -8, 7))
 FP16_MIN_ELEMENTS = 1024  # smaller float constants (norm weights, biases, scales) stay fp32
 
 
 def _packed_form(tensor):
-    """(kind, narrower lossless ONNX IR tensor) of initializer ``tensor``, else None: int8 codes in
-    {-1, 0, 1} as INT2, in [-8, 7] as INT4; float weights exactly fp16 as FLOAT16."""
+    """(kind, narrower lossless ONNX IR tensor, code offset) of initializer ``tensor``, else None: int8
+    codes in {-1, 0, 1} as UINT2 fields of code + 1, in [-8, 7] as UINT4 of code + 8; float weights
+    exactly fp16 as FLOAT16."""
     import onnx_ir as ir
 
     if tensor.dtype == ir.DataType.INT8:
         values = tensor.numpy()
-        for kind, dtype, bits, (low, high) in (("int2", ir.DataType.INT2, 2, (-1, 1)), ("int4", ir.DataType.INT4, 4, (-8, 7))):
-            if values.size and low <= values.min() and values.max() <= high:
-                return kind, ir.PackedTensor(np.frombuffer(_pack_fields(values, bits), np.uint8), dtype, shape=values.shape)
+        for field in CODE_FIELDS:
+            if values.size and field.low <= values.min() and values.max() <= field.high:
+                packed = np.frombuffer(_pack_fields(values.astype(np.int16) + field.offset, field.bits), np.uint8)
+                return field.kind, ir.PackedTensor(packed, getattr(ir.DataType, field.dtype_name), shape=values.shape), field.offset
     elif tensor.dtype == ir.DataType.FLOAT and tensor.size >= FP16_MIN_ELEMENTS:
         values = tensor.numpy()
         half = values.astype(np.float16)
         if np.array_equal(half.astype(np.float32), values):
-            return "fp16", ir.Tensor(half)
+            return "fp16", ir.Tensor(half), None
     return None
 
 
 def pack_initializers(model) -> dict[str, int]:
     """Store every initializer of the ONNX IR ``model`` in its narrowest lossless form
-    (``_packed_form``), before any protobuf holds the wide one: integer codes behind
-    DequantizeLinear (scale 1), fp16 floats behind a Cast; returns how many of each."""
+    (``_packed_form``), before any protobuf holds the wide one: integer codes as unsigned fields
+    behind DequantizeLinear (scale 1) minus their offset, fp16 floats behind a Cast; returns how
+    many of each."""
     import onnx_ir as ir
 
     graph = model.graph
-    counts, nodes, unit_scale = {"int2": 0, "int4": 0, "fp16": 0}, [], None
+    counts, nodes, constants = {"uint2": 0, "uint4": 0, "fp16": 0}, [], {}
+
+    def constant(name: str, value: float):  # one shared scalar initializer per value
+        if name not in constants:
+            constants[name] = ir.Value(name=name, type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([]),
+                                       const_value=ir.tensor(np.float32(value)))
+            graph.register_initializer(constants[name])
+        return constants[name]
+
     for name, value in list(graph.initializers.items()):
         packed = _packed_form(value.const_value)
         if packed is None:
             continue
-        kind, tensor = packed
+        kind, tensor, offset = packed
         stored = ir.Value(name=f"{name}.{kind}", type=ir.TensorType(tensor.dtype), shape=tensor.shape, const_value=tensor)
         graph.register_initializer(stored)
         if kind == "fp16":
-            node = ir.node("Cast", [stored], attributes={"to": ir.DataType.FLOAT}, name=f"cast.{name}")
+            chain = [ir.node("Cast", [stored], attributes={"to": ir.DataType.FLOAT}, name=f"cast.{name}")]
         else:
-            if unit_scale is None:
-                unit_scale = ir.Value(name="edgespike.unit_scale", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([]),
-                                      const_value=ir.tensor(np.float32(1.0)))
-                graph.register_initializer(unit_scale)
-            node = ir.node("DequantizeLinear", [stored, unit_scale], name=f"dequantize.{name}")
+            fields = ir.node("DequantizeLinear", [stored, constant("edgespike.unit_scale", 1.0)], name=f"dequantize.{name}")
+            fields.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+            offset_value = constant(f"edgespike.code_offset.{offset}", float(offset))
+            chain = [fields, ir.node("Sub", [fields.outputs[0], offset_value], name=f"offset.{name}")]
+        result = chain[-1].outputs[0]
         graph.initializers.pop(name)
-        ir.convenience.replace_all_uses_with(value, node.outputs[0])
+        ir.convenience.replace_all_uses_with(value, result)
         value.const_value = None  # the wide tensor: freed with the model's own reference
-        node.outputs[0].name, node.outputs[0].shape = name, value.shape
-        node.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-        nodes.append(node)
+        result.name, result.shape, result.type = name, value.shape, ir.TensorType(ir.DataType.FLOAT)
+        nodes.extend(chain)
         counts[kind] += 1
     if nodes:
         graph.insert_before(graph[0], nodes)

@@ -42,12 +42,12 @@ def test_onnx(family, tmp_path):
     custom = Counter(n.op_type for n in model.graph.node if n.domain == "ai.edgespike")
     assert custom["LIF"] > 0 or custom["SpikeEncode"] > 0
     assert {f.name for f in model.functions} == set(custom)
-    int2 = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT2]
-    if result.manifest["weights"] == "ternary":  # ternary weights stored as INT2, never float
+    uint2 = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.UINT2]
+    if result.manifest["weights"] == "ternary":  # ternary weights stored as UINT2 fields of code + 1, never float
         assert custom["SpikeLinear"] > 0
-        assert len(int2) == custom["SpikeLinear"] and all(len(i.raw_data) * 4 >= _numel(i) for i in int2)
+        assert len(uint2) == custom["SpikeLinear"] and all(len(i.raw_data) * 4 >= _numel(i) for i in uint2)
     else:  # a dense family's default: fp16 weights behind a Cast
-        assert result.manifest["weights"] == "fp16" and not int2
+        assert result.manifest["weights"] == "fp16" and not uint2
         assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
     names = [i.name for i in model.graph.input]
     positional = "max_seq_len" in result.manifest  # RoPE families take the token's position
@@ -139,7 +139,7 @@ def test_existing_output_needs_force_and_failed_export_leaves_nothing(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["onnx"]  # no partial dirs left behind
 
 
-STORED_AS = {"int8": "INT8", "int4": "INT4", "fp16": "FLOAT16", "fp32": "FLOAT"}
+STORED_AS = {"int8": "INT8", "int4": "UINT4", "fp16": "FLOAT16", "fp32": "FLOAT"}
 
 
 @pytest.mark.parametrize("weights", ["int8", "int4", "fp16", "fp32"])
