@@ -229,7 +229,7 @@ def soak_artifact(artifact: str, tokens: int, resync_every: int = 50, warmup: in
     from edgespike.quant.state import STATE_PRECISIONS
     from edgespike.runtimes import load as load_session
     from edgespike.runtimes.eager import EagerSession
-    from edgespike.validate import held_out_tokens, sync_state, tolerance_for
+    from edgespike.validate import held_out_tokens, sync_state, tolerance_for, top1_agrees
 
     manifest = read_manifest(artifact)
     source = manifest.get("source_model")
@@ -257,7 +257,7 @@ def soak_artifact(artifact: str, tokens: int, resync_every: int = 50, warmup: in
         ours, theirs = session.step(token), reference.step(token)
         if not resync or i % resync_every == 0:
             diffs.append(float(np.abs(ours - theirs).max()))
-            agree.append(bool(ours.argmax() == theirs.argmax()))
+            agree.append(top1_agrees(ours, theirs))
         if i == warmup:
             rss_warm, start = _rss_mb(), time.perf_counter()
     rss_end = _rss_mb()

@@ -158,13 +158,72 @@ def _dense_sum(g: _Graph, x: str, y: str, n: int, out: str, prefix: str) -> list
     ]
 
 
+def _timesteps(graph, name: str) -> int | None:
+    """The static leading dimension of value ``name``, if the graph declares it."""
+    for info in (*graph.value_info, *graph.input):
+        if info.name == name:
+            dims = info.type.tensor_type.shape.dim
+            return dims[0].dim_value or None if dims else None
+    return None
+
+
+def _unrolled_lif(g: _Graph, node, timesteps: int, prefix: str) -> list:
+    """The LIF node's law (exporters/onnx.py ``_lif_body``, the same ops in the same order) unrolled
+    over its ``timesteps`` with its reset law fixed: no Scan, whose per-step overhead dominated the
+    decode step (measured: a third of onnxruntime's kernel time at pulse-1b)."""
+    from onnx import TensorProto, helper
+
+    from edgespike.ops.lif import RESETS
+
+    mk = helper.make_node
+    attrs = {a.name: a.i for a in node.attribute}
+    reset, delayed, strict = RESETS[attrs.get("reset", 0)], attrs.get("delayed_reset", 0), attrs.get("strict", 0)
+    current, v0, beta_in, threshold, graded = node.input[:5]
+    zero, one, axis0 = g.constant(np.float32(0.0), "zero"), g.constant(np.float32(1.0), "one"), g.constant(np.array([0], np.int64), "first_axis")
+
+    def fire(x, out):  # float(H(x))
+        return [mk("Greater" if strict else "GreaterOrEqual", [x, threshold], [f"{out}.bool"]),
+                mk("Cast", [f"{out}.bool"], [out], to=TensorProto.FLOAT)]
+
+    steps = [f"{prefix}.current{t}" for t in range(timesteps)]
+    nodes = [mk("Clip", [beta_in, zero, one], [f"{prefix}.beta"]),
+             mk("Split", [current], [f"{s}.row" for s in steps], axis=0, num_outputs=timesteps)]
+    nodes += [mk("Squeeze", [f"{s}.row", axis0], [s]) for s in steps]
+    v, spikes = v0, []
+    for t, current_t in enumerate(steps):
+        p = f"{prefix}.t{t}"
+        kept, subtracted = v, None
+        if delayed and reset != "none":
+            nodes += fire(v, f"{p}.r")
+            if reset == "zero":
+                nodes += [mk("Mul", [f"{p}.r", v], [f"{p}.r_v"]), mk("Sub", [v, f"{p}.r_v"], [f"{p}.kept"])]
+                kept = f"{p}.kept"
+            else:
+                nodes.append(mk("Mul", [f"{p}.r", threshold], [f"{p}.r_thr"]))
+                subtracted = f"{p}.r_thr"
+        nodes += [mk("Mul", [f"{prefix}.beta", kept], [f"{p}.decayed"]), mk("Add", [f"{p}.decayed", current_t], [f"{p}.w"])]
+        w = f"{p}.w"
+        if subtracted:
+            nodes.append(mk("Sub", [w, subtracted], [f"{p}.w_reset"]))
+            w = f"{p}.w_reset"
+        nodes += fire(w, f"{p}.h")
+        v = w
+        if not delayed and reset != "none":
+            nodes += [mk("Mul", [f"{p}.h", w if reset == "zero" else threshold], [f"{p}.drop"]), mk("Sub", [w, f"{p}.drop"], [f"{p}.v"])]
+            v = f"{p}.v"
+        nodes += [mk("Mul", [graded, f"{p}.h"], [f"{p}.s"]), mk("Unsqueeze", [f"{p}.s", axis0], [f"{p}.s_row"])]
+        spikes.append(f"{p}.s_row")
+    nodes += [mk("Concat", spikes, [node.output[0]], axis=0), mk("Identity", [v], [node.output[1]])]
+    return nodes
+
+
 def specialise(model) -> dict[str, int]:
     """Rewrite ``model`` (an onnx.ModelProto, external data not loaded) in place for onnxruntime's
     MatMulNBits kernels (module docstring); returns how many linears went which way."""
     from onnx import TensorProto, helper
 
     g = _Graph(model.graph)
-    counts = {"spike_fed": 0, "dense": 0, "standard": 0}
+    counts = {"spike_fed": 0, "dense": 0, "standard": 0, "lif_unrolled": 0}
     replaced, dropped = {}, []
     for index, node in enumerate(model.graph.node):
         if node.domain != EDGESPIKE or node.op_type != "SpikeLinear":
@@ -199,6 +258,11 @@ def specialise(model) -> dict[str, int]:
         replaced[index] = nodes
         dropped.append((fields, dequantize, sub))
         counts["spike_fed" if spiking else "dense"] += 1
+    for index, node in enumerate(model.graph.node):
+        timesteps = _timesteps(model.graph, node.input[0]) if node.domain == EDGESPIKE and node.op_type == "LIF" else None
+        if timesteps:
+            replaced[index] = _unrolled_lif(g, node, timesteps, f"edgespike.ort.lif{index}")
+            counts["lif_unrolled"] += 1
     if not replaced:
         return counts
     nodes = [copy(new) for index, node in enumerate(model.graph.node) for new in replaced.get(index, [node])]

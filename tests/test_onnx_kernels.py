@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgespike import models
 from edgespike.exporters import ExportOptions, export
 from edgespike.exporters import onnx as onnx_exporter
+from edgespike.ops.lif import RESETS
 from edgespike.runtimes import onnxruntime as ort_runtime
 from edgespike.runtimes.onnxruntime import OnnxSession, specialise
 
@@ -55,10 +56,10 @@ def test_linears_fed_by_spikes_and_dense_ones_are_told_apart(tmp_path):
     model = onnx.load(str(result.path / "model.onnx"))
     counts = specialise(model)
     layers = models.create("pulse", "tiny").config.n_layers
-    assert counts == {"spike_fed": 5 * layers, "dense": layers, "standard": 0}
+    assert counts == {"spike_fed": 5 * layers, "dense": layers, "standard": 0, "lif_unrolled": 3 * layers}
     kernels = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
     assert len(kernels) == 6 * layers and {a.i for n in kernels for a in n.attribute if a.name == "bits"} == {2}
-    assert not any(n.op_type == "SpikeLinear" for n in model.graph.node)
+    assert not any(n.op_type in ("SpikeLinear", "LIF") for n in model.graph.node)
     assert not any(i.data_type == TensorProto.UINT2 for i in model.graph.initializer)  # read as MatMulNBits' weights
 
 
@@ -110,12 +111,12 @@ def _one_linear(codes: np.ndarray, scale: np.ndarray, graded: float | None):
     return helper.make_model(graph, opset_imports=opsets, functions=functions)
 
 
-def _run(model, x):
+def _run(model, **feeds) -> list[np.ndarray]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 @pytest.mark.parametrize("graded", [None, 1.0, 0.37])
@@ -127,20 +128,19 @@ def test_one_linear_matches_float64(graded):
     x = (rng.standard_normal((4, 1, k)) * 3).astype(np.float32)
     model = _one_linear(codes, scale, graded)
     counts = specialise(model)
-    assert counts == ({"spike_fed": 0, "dense": 1, "standard": 0} if graded is None else {"spike_fed": 1, "dense": 0, "standard": 0})
+    expected_counts = {"spike_fed": 0, "dense": 1, "standard": 0, "lif_unrolled": 0}
+    if graded is not None:
+        expected_counts.update(spike_fed=1, dense=0, lif_unrolled=1)
+    assert counts == expected_counts
     if graded is None:
         inputs = x.astype(np.float64)
     else:  # the LIF's spikes, from the standard graph: the same law
         probe = _one_linear(codes, scale, graded)
         probe.graph.output.append(helper.make_empty_tensor_value_info("spikes"))
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        inputs = ort.InferenceSession(probe.SerializeToString(), options).run(["spikes"], {"x": x})[0].astype(np.float64)
+        inputs = _run(probe, x=x)[1].astype(np.float64)
         assert set(np.unique(inputs)) <= {0.0, np.float32(graded)}
     expected = (inputs @ codes.T.astype(np.float64)) * scale
-    error = np.abs(_run(model, x) - expected).max() / np.abs(expected).max()
+    error = np.abs(_run(model, x=x)[0] - expected).max() / np.abs(expected).max()
     assert error <= 1e-6
 
 
@@ -154,4 +154,31 @@ def test_one_int8_piece_is_not_enough_for_dense_inputs(monkeypatch):
     model = _one_linear(codes, scale, None)
     specialise(model)
     expected = (x.astype(np.float64) @ codes.T.astype(np.float64)) * scale
-    assert np.abs(_run(model, x) - expected).max() / np.abs(expected).max() > 1e-3
+    assert np.abs(_run(model, x=x)[0] - expected).max() / np.abs(expected).max() > 1e-3
+
+
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("delayed", [0, 1])
+@pytest.mark.parametrize("strict", [0, 1])
+def test_unrolled_lif_is_the_scan_law(reset, delayed, strict):
+    """Each reset law unrolled over T equals the ai.edgespike LIF function (its Scan body), bit for bit,
+    on currents that land exactly on the threshold too (the >= / > difference)."""
+    rng = np.random.default_rng(1)
+    shape = (5, 2, 16)
+    current = np.round(rng.uniform(-0.5, 1.5, shape) * 4) / 4  # multiples of 1/4: exact threshold hits
+    nodes = [helper.make_node("LIF", ["current", "v0", "beta", "threshold", "graded"], ["spikes", "v"], domain="ai.edgespike",
+                              reset=RESETS.index(reset), delayed_reset=delayed, strict=strict)]
+    inits = [numpy_helper.from_array(rng.uniform(0, 0.5, shape[1:]).astype(np.float32), "v0"),
+             numpy_helper.from_array(np.full(shape[2], 0.75, np.float32), "beta"),
+             numpy_helper.from_array(np.float32(1.0), "threshold"), numpy_helper.from_array(np.float32(0.5), "graded")]
+    graph = helper.make_graph(nodes, "lif", [helper.make_tensor_value_info("current", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("spikes", "v")], inits)
+    opsets = [helper.make_opsetid("", onnx_exporter.OPSET), helper.make_opsetid("ai.edgespike", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, functions=[onnx_exporter._lif_body()])
+    standard = _run(model, current=current.astype(np.float32))
+    assert specialise(model)["lif_unrolled"] == 1
+    unrolled = _run(model, current=current.astype(np.float32))
+    assert standard[0].any() and not standard[0].all()  # some spikes, not all
+    for theirs, ours in zip(standard, unrolled):
+        np.testing.assert_array_equal(ours, theirs)
+
