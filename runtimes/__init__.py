@@ -20,7 +20,10 @@ from edgespike.runtimes.registry import RUNTIMES, Session, register_runtime
 
 __all__ = ["ALTERNATIVES", "RUNTIMES", "Session", "load", "pick", "register_runtime"]
 
-ALTERNATIVES: dict[str, tuple[str, ...]] = {"neuronchip": ("sanafe",)}  # runtime -> others that run its artifacts
+ALTERNATIVES: dict[str, tuple[str, ...]] = {  # runtime -> others that run its artifacts
+    "neuronchip": ("sanafe",),
+    "onnxruntime": ("onnxruntime-standard",),  # the file as written, without the MatMulNBits specialisation
+}
 
 
 def pick(directory: Path, manifest: dict, runtime: str | None = None) -> str:
