@@ -90,7 +90,7 @@ def bench(
     """The report of benchmarking ``artifacts`` (and the eager baseline) on this host; ``runtime`` runs every
     artifact on that runtime instead of its own."""
     from edgespike.artifact import model_bytes, read_manifest
-    from edgespike.models import load as load_model
+    from edgespike.models.streaming import load_for_export
     from edgespike.runtimes import pick
     from edgespike.validate import held_out_tokens
 
@@ -106,7 +106,7 @@ def bench(
     if baseline:
         entries.insert(0, Entry("eager", model=source, timesteps=timesteps.pop() if len(timesteps) == 1 else None,
                                 weights=weights.pop() if len(weights) == 1 else None))
-    source_model = load_model(source)
+    source_model = load_for_export(source)  # streamed and frozen above STREAM_PARAMETERS: never the fp32 model
     tokens = held_out_tokens(source_model, options.prompt_tokens)
 
     runs: dict[str, list[dict]] = {entry.name: [] for entry in entries}
@@ -180,10 +180,10 @@ def _measure(entry: Entry, tokens: list[int], new_tokens: int) -> dict:
 
         session = load_session(entry.artifact, runtime=entry.runtime)
     else:
-        from edgespike.models import load as load_model
+        from edgespike.models.streaming import load_for_export
         from edgespike.runtimes.eager import EagerSession
 
-        session = EagerSession(load_model(entry.model), entry.timesteps, entry.weights)
+        session = EagerSession(load_for_export(entry.model, entry.weights, entry.timesteps), entry.timesteps, entry.weights)
     load_s = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -197,10 +197,19 @@ def _measure(entry: Entry, tokens: list[int], new_tokens: int) -> dict:
         start = time.perf_counter()
         logits = session.step(token)
         latencies.append((time.perf_counter() - start) * 1000.0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    peak_mb = peak / 2**20 if platform.system() == "Darwin" else peak / 1024.0
     return {"runtime": session.runtime, "load_s": load_s, "prompt_s": prompt_s, "latencies_ms": latencies,
-            "peak_rss_mb": peak_mb}
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory: Linux's VmHWM (ru_maxrss would keep the forking parent's
+    peak across exec), elsewhere ru_maxrss."""
+    try:
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024.0
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS
+        return peak / 2**20 if platform.system() == "Darwin" else peak / 1024.0
 
 
 def soak(artifacts: list[str], tokens: int, resync_every: int = 50, on_run: Callable[[str], None] | None = None) -> dict:
@@ -280,8 +289,7 @@ def _rss_mb() -> float:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if platform.system() == "Darwin" else peak / 1024.0
+        return _peak_rss_mb()
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def export(
             "this %s model was trained with dense weights: ternarizing it after training changes what it computes "
             "(see `edgespike quantize-report`); pass --weights int8, fp16 or fp32 to keep it closer", model.config.family
         )
-    check_free_space(out, expected_bytes(step, exporter.float_weights), f"the {target} artifact")
+    check_free_space(out, expected_bytes(step, exporter.stored_weight_bits), f"the {target} artifact")
     with staged(out, force) as staging:
         stage("lower")
         try:

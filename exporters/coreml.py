@@ -170,7 +170,7 @@ class CoreMLExporter:
     model_file = MODEL_FILE
     runtime = "coreml"
     default_precision = "fp32"  # with fp16x2 states: the trained model (fp16: see _compute_precision)
-    float_weights = False
+    stored_weight_bits = None
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         try:

@@ -1,24 +1,32 @@
 """ExecuTorch: a .pte whose carried state is mutable buffers, linears delegated to XNNPACK.
 
-The edgespike ops are decomposed to core ATen with their reference kernels (the same Python
-that defines them), keeping the state mutation; constant propagation turns int8 codes x scale
-into static float weights, XNNPACK takes the linears and matmuls over them, and the portable
-kernels run the rest (the LIF recurrence, comparisons, softmax). XNNPACK has no 2-bit weight
-path, so the .pte stores float weights.
+Integer-coded linears fed by spikes (ternary, int4, int8 codes; told apart on the captured graph,
+``graph_walk.spike_source``) become XNNPACK's dynamically quantized linears: 8-bit activations
+chosen per token (asymmetric) times the int8 codes per output channel (scale = the layer's). That
+is exact for spikes: 0 and the one spike value are both on the 8-bit grid, and the integer sums
+are exact; the .pte stores the codes, one byte each. The other linears (fed by dense values: an
+8-bit input would change the model) get their codes x scale folded into fp32 weights. The
+edgespike ops are decomposed to core ATen with their reference kernels (the same Python that
+defines them), keeping the state mutation; the portable kernels run the rest (the LIF recurrence,
+comparisons, softmax).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from edgespike.capture import DecodeStep, export_step
 from edgespike.errors import EdgespikeError
 from edgespike.staging import size_text
+from edgespike.exporters import graph_walk
 from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
+from edgespike.nn.ternary_linear import TernaryLinear
 from edgespike.ops.lif import lif_reference
 from edgespike.ops.spike_encode import encode_reference
 
@@ -46,27 +54,64 @@ DECOMPOSITIONS = {
 }
 
 
+def spike_fed_linears(step: DecodeStep) -> list[TernaryLinear]:
+    """The frozen linears of ``step`` whose input is spikes (on the captured graph)."""
+    program = export_step(step)
+    paths = {graph_walk.module_path(node) for node in program.graph.nodes
+             if graph_walk.is_op(node, "spike_linear") and graph_walk.spike_source(node.args[0]) is not None}  # fmt: skip
+    modules = dict(step.model.named_modules())
+    return [modules[p] for p in sorted(paths) if isinstance(modules.get(p), TernaryLinear) and modules[p].mode == "frozen"]
+
+
+def _dynamically_quantized(self: TernaryLinear, x: torch.Tensor) -> torch.Tensor:
+    """A frozen TernaryLinear as the pattern XNNPACK lowers to a dynamically quantized linear."""
+    ops = torch.ops.quantized_decomposed
+    scale, zero_point = ops.choose_qparams_per_token_asymmetric.default(x, torch.int8)
+    x = ops.dequantize_per_token.default(
+        ops.quantize_per_token.default(x, scale, zero_point, -128, 127, torch.int8), scale, zero_point, -128, 127, torch.int8, x.dtype
+    )
+    channels = self.codes.shape[0]
+    weight = ops.dequantize_per_channel.default(
+        self.codes, self.scale.expand(channels), torch.zeros(channels, dtype=torch.int64), 0, -127, 127, torch.int8
+    )
+    y = nn.functional.linear(x, weight)
+    return y if self.bias is None else y + self.bias
+
+
+@contextlib.contextmanager
+def dynamically_quantized(linears: list[TernaryLinear]):
+    """``linears`` traced as XNNPACK's dynamically quantized pattern while the context lasts."""
+    for linear in linears:
+        linear.forward = _dynamically_quantized.__get__(linear)
+    try:
+        yield
+    finally:
+        for linear in linears:
+            del linear.forward
+
+
 def delegated_ops(program) -> int:
     """How many XNNPACK delegate calls the lowered program holds."""
     graph = program.exported_program().graph_module.graph
     return sum(1 for node in graph.nodes if node.op == "call_function" and "executorch_call_delegate" in str(node.target))
 
 
-# Lowering folds the codes into fp32 weights, which XNNPACK packs and the program serializes: measured
-# on pulse-1b (1.01B parameters, streamed), peak RSS 13.9 GB, i.e. ~14 bytes per parameter.
-LOWERING_BYTES_PER_PARAMETER = 14
+# Lowering holds the int8 codes, the dense linears' folded fp32 weights, XNNPACK's packed copies and
+# the serialized program: measured on pulse-1b (1.01B parameters, 150 of 180 linears int8, streamed),
+# peak RSS 5.66 GB, i.e. ~5.6 bytes per parameter.
+LOWERING_BYTES_PER_PARAMETER = 6
 
 
 def check_fits(step: DecodeStep) -> None:
-    """Refuse, before lowering, a model whose fp32 lowering cannot fit in this machine's memory."""
+    """Refuse, before lowering, a model whose lowering cannot fit in this machine's memory."""
     parameters = step.model.num_parameters()
     needed = LOWERING_BYTES_PER_PARAMETER * parameters
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > total:
         raise EdgespikeError(
-            f"executorch stores fp32 weights (XNNPACK has no 2-bit path): a {parameters / 1e9:.2f}B-parameter model makes a "
-            f"{size_text(4 * parameters)} .pte and needs about {size_text(needed)} of memory to lower, this machine has "
-            f"{size_text(total)}; export it to onnx or coreml (2-bit weights), or lower it on a larger machine"
+            f"a {parameters / 1e9:.2f}B-parameter model needs about {size_text(needed)} of memory to lower to executorch "
+            f"(its .pte holds int8 codes, fp32 for linears fed by dense values), this machine has {size_text(total)}; "
+            "export it to onnx or coreml (2-bit weights), or lower it on a larger machine"
         )
 
 
@@ -75,23 +120,24 @@ class ExecuTorchExporter:
     model_file = MODEL_FILE
     runtime = "executorch"
     default_precision = "fp32"
-    float_weights = True
+    stored_weight_bits = 8  # spike-fed codes; the dense linears' fp32 weights are not counted
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         try:
             from executorch.backends.xnnpack.partition.config.gemm_configs import AddmmConfig, LinearConfig, MMConfig
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
-            from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+            from executorch.exir.passes.constant_prop_pass import _DEFAULT_SKIP_TARGETS, _QUANT_PRIMITIVES, constant_prop_pass
         except ImportError as err:
             raise ImportError("the executorch target needs executorch: pip install 'edgespike[export]'") from err
         if options.precision != "fp32":
             raise ValueError(f"executorch: precision {options.precision!r} is not supported; use --precision fp32")
         check_fits(step)
-        with torch.no_grad():
+        quantized = spike_fed_linears(step)
+        with torch.no_grad(), dynamically_quantized(quantized):
             program = export_step(step).run_decompositions(DECOMPOSITIONS)
-        # fold codes -> float weights, so XNNPACK sees static weights it can pack
-        program = constant_prop_pass(program)
+        # fold the dense linears' codes -> float weights, so XNNPACK sees static weights it can pack; keep the int8 ones
+        program = constant_prop_pass(program, custom_skip_targets={*_DEFAULT_SKIP_TARGETS, *_QUANT_PRIMITIVES})
         mutated = sorted(program.graph_signature.buffers_to_mutate.values())
         # XNNPACK takes the linears (DESIGN.md); delegating every elementwise op as well splits
         # the graph into one partition per stretch between LIF steps, each lowered separately
@@ -100,11 +146,14 @@ class ExecuTorchExporter:
         executorch_program = edge.to_executorch()
         (staging / MODEL_FILE).write_bytes(executorch_program.buffer)
         delegates = delegated_ops(edge)
-        log.info("executorch: %d XNNPACK delegate calls, %d mutable state buffers", delegates, len(mutated))
+        linears = sum(isinstance(m, TernaryLinear) for m in step.model.modules())
+        log.info("executorch: %d XNNPACK delegate calls, %d mutable state buffers, %d of %d linears int8",
+                 delegates, len(mutated), len(quantized), linears)
         return {
             **step_io(step),
             "mutable_buffers": mutated,
             "xnnpack_delegates": delegates,
+            "linears": {"int8_codes_dynamic_int8_input": len(quantized), "fp32": linears - len(quantized)},
         }
 
 

@@ -433,7 +433,7 @@ class NeuronChipExporter:
     model_file = MAPPING_FILE
     runtime = "neuronchip"
     default_precision = "fp32"
-    float_weights = False
+    stored_weight_bits = None
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         if options.precision != "fp32":

@@ -236,7 +236,7 @@ class NirExporter:
     model_file = MODEL_FILE
     runtime = "nir"
     default_precision = "fp32"
-    float_weights = True
+    stored_weight_bits = 32
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         import nir

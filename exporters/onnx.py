@@ -409,7 +409,7 @@ class OnnxExporter:
     model_file = MODEL_FILE
     runtime = "onnxruntime"
     default_precision = "fp32"
-    float_weights = False
+    stored_weight_bits = None
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         import onnx

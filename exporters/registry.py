@@ -27,19 +27,19 @@ class Exporter(Protocol):
     model_file: str  # file or package the runtime opens, relative to the artifact dir
     runtime: str  # the runtime that executes it (edgespike.runtimes.RUNTIMES)
     default_precision: str
-    float_weights: bool  # stores every linear's weight as fp32, whatever the format (its size: ``expected_bytes``)
+    stored_weight_bits: int | None  # the fewest bits a linear's weight takes in the artifact, None: its format's (``expected_bytes``)
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict: ...
 
 
-def expected_bytes(step: DecodeStep, float_weights: bool) -> int:
+def expected_bytes(step: DecodeStep, stored_weight_bits: int | None) -> int:
     """About an artifact's size, known before lowering: each linear's weight at its format's width
-    (``WEIGHT_BITS``; 32 bits where the target stores floats), every other tensor at 4 bytes."""
+    (``WEIGHT_BITS``) or the target's narrowest, whichever is wider; every other tensor at 4 bytes."""
     from edgespike.nn.ternary_linear import TernaryLinear
     from edgespike.quant.weights import WEIGHT_BITS
 
     linears = sum(m.out_features * m.in_features for m in step.model.modules() if isinstance(m, TernaryLinear))
-    bits = 32 if float_weights else WEIGHT_BITS[step.weights]
+    bits = max(stored_weight_bits or 0, WEIGHT_BITS[step.weights])
     return linears * bits // 8 + 4 * (step.model.num_parameters() - linears)
 
 

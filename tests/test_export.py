@@ -68,6 +68,26 @@ def test_executorch(family, tmp_path):
     assert v["passed"] and v["max_abs_logit_diff"] <= 1e-3 and v["top1_agreement"] >= 0.99
 
 
+def test_executorch_stores_spike_fed_linears_as_int8_codes(tmp_path, monkeypatch):
+    """pulse: q, k, v, up and down read spikes (XNNPACK's dynamically quantized linears, exact for
+    spikes: the rollout within fp32 tolerance); o_proj reads dense values and stays fp32. Against
+    the same export with every linear fp32, the .pte is 3 bytes lighter per int8 weight."""
+    from edgespike.exporters import executorch
+
+    result = _export("pulse", "executorch", tmp_path)
+    model = models.create("pulse", "tiny")
+    layers = model.config.n_layers
+    assert result.manifest["linears"] == {"int8_codes_dynamic_int8_input": 5 * layers, "fp32": layers}
+    v = result.manifest["validation"]
+    assert v["passed"] and v["max_abs_logit_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
+    monkeypatch.setattr(executorch, "spike_fed_linears", lambda step: [])
+    dense = _export("pulse", "executorch", tmp_path / "all_fp32")
+    block = model.layers[0]
+    int8_weights = layers * sum(m.in_features * m.out_features for m in (block.q_proj, block.k_proj, block.v_proj, block.up, block.down))
+    saved = (dense.path / "model.pte").stat().st_size - (result.path / "model.pte").stat().st_size
+    assert saved >= 0.95 * 3 * int8_weights
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fp16_coreml(family, tmp_path):
     """Numeric on Linux through the MIL interpreter; the tolerance applies to the conversion record
