@@ -1,11 +1,12 @@
 """ExecuTorch: a .pte whose carried state is mutable buffers, linears delegated to XNNPACK.
 
-Integer-coded linears fed by spikes (ternary, int4, int8 codes; told apart on the captured graph,
-``graph_walk.spike_source``) become XNNPACK's dynamically quantized linears: 8-bit activations
-chosen per token (asymmetric) times the int8 codes per output channel (scale = the layer's). That
-is exact for spikes: 0 and the one spike value are both on the 8-bit grid, and the integer sums
-are exact; the .pte stores the codes, one byte each. The other linears (fed by dense values: an
-8-bit input would change the model) get their codes x scale folded into fp32 weights. The
+Integer-coded linears fed by spikes of 0 and one value (ternary, int4, int8 codes; told apart on
+the captured graph, ``graph_walk.spike_source``) become XNNPACK's dynamically quantized linears:
+8-bit activations chosen per token (asymmetric) times the int8 codes per output channel (scale =
+the layer's). That is exact for such spikes: 0 and the spike value are both on the 8-bit grid, and
+the integer sums are exact; the .pte stores the codes, one byte each. The other linears (fed by
+dense values or ternary spikes: an 8-bit input would change the model) get their codes x scale
+folded into fp32 weights. The
 edgespike ops are decomposed to core ATen with their reference kernels (the same Python that
 defines them), keeping the state mutation; the portable kernels run the rest (the LIF recurrence,
 comparisons, softmax).
@@ -54,11 +55,24 @@ DECOMPOSITIONS = {
 }
 
 
+def _on_the_8bit_grid(source) -> bool:
+    """The spikes of ``source`` (a lif / spike_encode node) are 0 and one value, which per-token
+    asymmetric 8-bit quantization holds exactly; ternary -1 / 0 / +1 spikes are not (±1 falls
+    between its steps)."""
+    if graph_walk.is_op(source, "lif"):
+        return source.args[4].meta["val"].numel() == 1  # one graded spike value
+    coding = source.args[2] if len(source.args) > 2 else source.kwargs.get("coding")
+    return coding != "ternary"
+
+
 def spike_fed_linears(step: DecodeStep) -> list[TernaryLinear]:
-    """The frozen linears of ``step`` whose input is spikes (on the captured graph)."""
+    """The frozen linears of ``step`` whose input is spikes of 0 and one value (on the captured graph)."""
     program = export_step(step)
-    paths = {graph_walk.module_path(node) for node in program.graph.nodes
-             if graph_walk.is_op(node, "spike_linear") and graph_walk.spike_source(node.args[0]) is not None}  # fmt: skip
+    paths = set()
+    for node in program.graph.nodes:
+        source = graph_walk.spike_source(node.args[0]) if graph_walk.is_op(node, "spike_linear") else None
+        if source is not None and _on_the_8bit_grid(source):
+            paths.add(graph_walk.module_path(node))
     modules = dict(step.model.named_modules())
     return [modules[p] for p in sorted(paths) if isinstance(modules.get(p), TernaryLinear) and modules[p].mode == "frozen"]
 
