@@ -96,3 +96,12 @@ def test_large_models_validate_on_fewer_tokens():
     small, large = models.create("pulse", "tiny"), models.create("pulse", "pulse-1b", device="meta")
     assert validate.validation_tokens(small) == validate.PROMPT_TOKENS
     assert validate.validation_tokens(large) == validate.MIN_TOKENS  # 1.0B parameters: 64 x 0.1 / 1.0 -> at least 8
+
+
+def test_top1_agreement_counts_logit_ties_either_way():
+    from edgespike.validate import LOGIT_TIE, top1_agrees
+
+    eager = np.array([0.1, 0.5, 0.5, -2.0], np.float32)  # an exact tie at the top (a spike-count readout)
+    assert top1_agrees(np.array([0.1, 0.5, 0.5 + 1e-7, -2.0]), eager) and top1_agrees(np.array([0.1, 0.5 + 1e-7, 0.5, -2.0]), eager)
+    apart = np.array([0.1, 0.5, 0.5 - 20 * LOGIT_TIE, -2.0], np.float32)
+    assert not top1_agrees(np.array([0.1, 0.5, 0.6, -2.0]), apart)
