@@ -39,7 +39,7 @@ from edgespike.ops.lif import RESETS
 log = logging.getLogger(__name__)
 
 DOMAIN = "ai.edgespike"
-OPSET = 25  # DequantizeLinear over INT2 needs opset 25
+OPSET = 25  # DequantizeLinear over UINT2 needs opset 25
 # protobuf cannot serialize a message past 2 GB: larger weights go to one external data file
 EXTERNAL_DATA_BYTES, EXTERNAL_DATA_FILE = 1 << 30, "model.onnx.data"
 MODEL_FILE = "model.onnx"
