@@ -20,8 +20,8 @@ fast kernel (909 ms). ``onnxruntime-standard`` runs the file as written.
 from __future__ import annotations
 
 import functools
-from copy import copy
 from collections import Counter
+from copy import copy
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ FIELD_BITS = {"UINT2": 2, "UINT4": 4}
 
 
 class _Graph:
-    """Producers, consumers and constants of a top-level ONNX graph, with node insertion."""
+    """Producers and initializers of a top-level ONNX graph, and the shared constants added to it."""
 
     def __init__(self, graph):
         from onnx import TensorProto
@@ -45,11 +45,7 @@ class _Graph:
         self.producer = {out: node for node in graph.node for out in node.output}
         self.initializer = {init.name: init for init in graph.initializer}
         self.bits_of = {getattr(TensorProto, name): bits for name, bits in FIELD_BITS.items()}
-        self.added: list = []
-        self.constants: dict[str, str] = {}
-
-    def uses(self, name: str) -> int:
-        return sum(name in node.input for node in self.graph.node)
+        self.constants: set[str] = set()
 
     def scalar(self, name: str) -> bool:
         """``name`` is a one-element constant."""
@@ -69,7 +65,7 @@ class _Graph:
         name = f"edgespike.ort.{key}"
         if name not in self.constants:
             self.graph.initializer.append(numpy_helper.from_array(values, name))
-            self.constants[name] = name
+            self.constants.add(name)
         return name
 
 
