@@ -2,14 +2,20 @@
 
 Every measurement runs in a fresh subprocess (``python -m edgespike.bench``), so one
 runtime's memory and thread pools do not pollute another's, and the runs are interleaved:
-repeat 1 of every entry, then repeat 2, ... A run loads the session, processes the prompt
-(the first ``prompt_tokens`` held-out tokens, one step each), then decodes ``new_tokens``
-greedily from its own logits, timing every step. Reported per entry: load time (cold: the
-runtime's import and the model's opening), prompt time, decode latency p50/p90/p99, tokens/s
-(1 / mean decode latency), peak resident memory of the worker process, artifact size,
-tokens/s as a ratio to the baseline and as a fraction of the host's decode roofline
-(``edgespike.profile``: measured bandwidth / bytes per token, or peak / ops). The eager baseline is the model the manifest records
-(for FAMILY:PRESET, an untrained instance: the same cost, other weights).
+repeat 1 of every entry, then repeat 2, ... A run loads the session and warms it up (one prefill
+chunk, the state reset after it: lazily opened graphs, compiled kernels), then processes the prompt
+(the first ``prompt_tokens`` held-out tokens) twice from a reset: through its prefill entry
+(``runtimes.registry.prefill``: time to first token) and one step per token; then decodes
+``new_tokens`` greedily from its own logits, timing every step. Reported per entry: load time (cold:
+the runtime's import, the model's opening and the warm-up), TTFT, token-by-token prompt time and
+their ratio, decode latency p50/p90/p99, tokens/s (1 / mean decode latency), bytes per token (the
+weights as the artifact stores them, each read once per decode step: its model files, an upper bound
+since an embedding table is read one row at a time; eager: its frozen tensors) and the bandwidth
+that makes, peak resident memory of the worker process, artifact size, tokens/s as a ratio to the
+baseline and as a fraction of the host's decode roofline (``edgespike.profile``: measured bandwidth
+/ bytes per token, or peak / ops). The eager baseline is the model the manifest records (for
+FAMILY:PRESET, an untrained instance: the same cost, other weights); ``compiled`` adds it under
+``torch.compile`` (inductor) as a second baseline.
 
 ``soak`` (``edgespike bench --soak N``) is the long run: each artifact steps N held-out tokens (cycled)
 with its state carried, beside eager, in a fresh process. Where the runtime's state can be set
@@ -22,6 +28,7 @@ at most ``MAX_RSS_GROWTH`` between the end of the warm-up and the last token.
 from __future__ import annotations
 
 import importlib.metadata
+import dataclasses
 import json
 import os
 import platform
@@ -43,9 +50,10 @@ MAX_RSS_GROWTH = 0.01  # soak: resident memory growth allowed after the warm-up
 
 @dataclass
 class BenchOptions:
-    prompt_tokens: int = 32
+    prompt_tokens: int = 512
     new_tokens: int = 64
     repeats: int = 3
+    compiled: bool = False  # also the eager model under torch.compile
 
     def __post_init__(self):
         if self.prompt_tokens < 1 or self.new_tokens < 1 or self.repeats < 1:
@@ -62,6 +70,7 @@ class Entry:
     timesteps: int | None = None
     weights: str | None = None
     runtime: str | None = None  # an artifact's runtime other than its own (runtimes.pick)
+    compiled: bool = False  # the eager model under torch.compile
 
 
 def host_facts() -> dict:
@@ -103,11 +112,18 @@ def bench(
     weights = {m.get("weights") for m in manifests.values()}
     entries = [Entry(_label(path, m, manifests), artifact=path, runtime=pick(Path(path), m, runtime) if runtime else None)
                for path, m in manifests.items()]
+    eager = Entry("eager", model=source, timesteps=timesteps.pop() if len(timesteps) == 1 else None,
+                  weights=weights.pop() if len(weights) == 1 else None)
+    if options.compiled:
+        entries.insert(0, dataclasses.replace(eager, name="torch.compile", compiled=True))
     if baseline:
-        entries.insert(0, Entry("eager", model=source, timesteps=timesteps.pop() if len(timesteps) == 1 else None,
-                                weights=weights.pop() if len(weights) == 1 else None))
+        entries.insert(0, eager)
     source_model = load_for_export(source)  # streamed and frozen above STREAM_PARAMETERS: never the fp32 model
     tokens = held_out_tokens(source_model, options.prompt_tokens)
+    context = source_model.config.max_seq_len if source_model.positional else None
+    if context and len(tokens) + options.new_tokens > context:
+        raise EdgespikeError(f"--prompt-tokens {options.prompt_tokens} + --new-tokens {options.new_tokens} is past the model's "
+                             f"context of {context} tokens (max_seq_len); ask for fewer")
 
     runs: dict[str, list[dict]] = {entry.name: [] for entry in entries}
     for repeat in range(options.repeats):
@@ -126,12 +142,16 @@ def bench(
                 "runtime": samples[0]["runtime"],
                 "artifact": entry.artifact,
                 "load_s": float(np.median([s["load_s"] for s in samples])),
-                "prompt_s": float(np.median([s["prompt_s"] for s in samples])),
+                "prompt_tokens": len(tokens),
+                "prefill_tokens": samples[0]["prefill_tokens"],
+                "ttft_s": float(np.median([s["ttft_s"] for s in samples])),
+                "prompt_token_by_token_s": float(np.median([s["prompt_token_by_token_s"] for s in samples])),
                 "p50_ms": float(np.percentile(latencies, 50)),
                 "p90_ms": float(np.percentile(latencies, 90)),
                 "p99_ms": float(np.percentile(latencies, 99)),
                 "tokens_per_s": float(1000.0 / latencies.mean()),
                 "peak_rss_mb": max(s["peak_rss_mb"] for s in samples),
+                "bytes_per_token": samples[0]["bytes_per_token"],
                 "artifact_bytes": model_bytes(Path(entry.artifact), manifests[entry.artifact]) if entry.artifact else None,
             }
         )
@@ -140,6 +160,8 @@ def bench(
     for result in results:
         result["speedup_vs_baseline"] = result["tokens_per_s"] / reference if reference else None
         result["fraction_of_roofline"] = result["tokens_per_s"] / roofline["roofline_tokens_per_s"]
+        result["ttft_speedup"] = result["prompt_token_by_token_s"] / result["ttft_s"]
+        result["bytes_per_s"] = result["bytes_per_token"] * result["tokens_per_s"]
     return {"host": host_facts(), "options": asdict(options), "baseline": "eager" if baseline else None,
             "model": source, "roofline": roofline, "results": results}
 
@@ -174,18 +196,37 @@ def _run_worker(entry: Entry, tokens: list[int], options: BenchOptions) -> dict:
 
 def _measure(entry: Entry, tokens: list[int], new_tokens: int) -> dict:
     """Runs inside the worker process."""
+    from edgespike.runtimes.registry import prefill, prefill_chunk_tokens
+
     start = time.perf_counter()
     if entry.artifact:
+        from edgespike.artifact import model_bytes, read_manifest
         from edgespike.runtimes import load as load_session
 
         session = load_session(entry.artifact, runtime=entry.runtime)
+        stored = model_bytes(Path(entry.artifact), read_manifest(entry.artifact, verify=False))
     else:
+        import torch
+
         from edgespike.models.streaming import load_for_export
         from edgespike.runtimes.eager import EagerSession
 
         session = EagerSession(load_for_export(entry.model, entry.weights, entry.timesteps), entry.timesteps, entry.weights)
+        step = session.step_module
+        stored = sum(t.numel() * t.element_size() for t in (*step.parameters(), *step.buffers()))
+        if entry.compiled:
+            step.forward = torch.compile(step.forward)  # compiled at the warm-up below (a graph per token count)
+            session.runtime = f"PyTorch {torch.__version__} torch.compile (inductor)"
+    prefill(session, tokens[: max(1, prefill_chunk_tokens(session))])  # the warm-up
+    session.step(tokens[0])
+    session.reset()
     load_s = time.perf_counter() - start
 
+    start = time.perf_counter()
+    logits = prefill(session, tokens)
+    int(logits.argmax())
+    ttft_s = time.perf_counter() - start
+    session.reset()
     start = time.perf_counter()
     for token in tokens:
         logits = session.step(token)
@@ -197,7 +238,8 @@ def _measure(entry: Entry, tokens: list[int], new_tokens: int) -> dict:
         start = time.perf_counter()
         logits = session.step(token)
         latencies.append((time.perf_counter() - start) * 1000.0)
-    return {"runtime": session.runtime, "load_s": load_s, "prompt_s": prompt_s, "latencies_ms": latencies,
+    return {"runtime": session.runtime, "load_s": load_s, "ttft_s": ttft_s, "prompt_token_by_token_s": prompt_s,
+            "prefill_tokens": prefill_chunk_tokens(session), "latencies_ms": latencies, "bytes_per_token": stored,
             "peak_rss_mb": _peak_rss_mb()}
 
 

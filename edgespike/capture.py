@@ -1,12 +1,15 @@
 """From a SpikingLM to one decode step as a static graph (DESIGN.md, "DecodeStep").
 
-    decode_step(model, timesteps)   -> DecodeStep: tokens[B, 1] (+ position[B]) -> logits[B, V];
-                                       the carried state lives in buffers that forward mutates
-                                       in place; weights frozen in the chosen format (ternary or
-                                       integer codes + scale, or floats: edgespike.quant.weights)
+    decode_step(model, timesteps)   -> DecodeStep: tokens[B, S] (+ position[B]) -> logits[B, V] of the
+                                       last token; the carried state lives in buffers that forward
+                                       mutates in place; weights frozen in the chosen format (ternary
+                                       or integer codes + scale, or floats: edgespike.quant.weights)
     frozen_model(model, ...)        -> the model frozen in a weight format: a copy, or a streamed
                                        (already frozen) model itself (``edgespike.models.streaming``)
-    export_step(step)               -> torch.export ExportedProgram, the IR every exporter reads
+    export_step(step)               -> torch.export ExportedProgram, the IR every exporter reads: the
+                                       decode step at S = 1, or with ``tokens=C`` the prefill step
+                                       that takes C prompt tokens in one call (a sequence equals its
+                                       tokens fed one at a time: edgespike.models.base)
 
 State names: the model's dotted names ("layers.0.kv.k") are the public ones (manifests,
 ONNX ``state.<name>`` inputs); a buffer cannot hold a dot, so its buffer is ``state_`` + the
@@ -98,16 +101,19 @@ class DecodeStep(nn.Module):
                 self.get_buffer(name).copy_(value)
         return names
 
-    def example_inputs(self, token: int = 0, position: int = 0) -> tuple[Tensor, ...]:
-        """The forward inputs of one token: (tokens[B, 1],) or (tokens, position[B])."""
-        tokens = torch.full((self.batch, 1), token, dtype=torch.long)
+    def example_inputs(self, token: int | list[int] = 0, position: int = 0) -> tuple[Tensor, ...]:
+        """The forward inputs of one token or a list of them, the first at ``position``:
+        (tokens[B, S],) or (tokens, position[B])."""
+        ids = [token] if isinstance(token, int) else list(token)
+        tokens = torch.tensor([ids] * self.batch, dtype=torch.long)
         return (tokens, torch.full((self.batch,), position, dtype=torch.long)) if self.positional else (tokens,)
 
     @torch.no_grad()
-    def advance(self, token: int) -> Tensor:
-        """Run ``token`` at this step's own position counter (eager sessions): logits[B, V]."""
+    def advance(self, token: int | list[int]) -> Tensor:
+        """Run ``token`` (or a list of them, in one call) at this step's own position counter (eager
+        sessions): the logits after the last, [B, V]."""
         logits = self(*self.example_inputs(token, self.position))
-        self.position += 1
+        self.position += 1 if isinstance(token, int) else len(token)
         return logits
 
     def split_states(self) -> None:
@@ -201,10 +207,10 @@ def frozen_model(model: SpikingLM, timesteps: int | None = None, weights: str | 
     return model
 
 
-def export_step(step: DecodeStep) -> torch.export.ExportedProgram:
-    """torch.export of the decode step at tokens[B, 1] (+ position[B]), under no_grad (ExecuTorch needs it)."""
+def export_step(step: DecodeStep, tokens: int = 1) -> torch.export.ExportedProgram:
+    """torch.export of the step at tokens[B, ``tokens``] (+ position[B]), under no_grad (ExecuTorch needs it)."""
     with torch.no_grad():
-        return torch.export.export(step, step.example_inputs(), strict=False)
+        return torch.export.export(step, step.example_inputs([0] * tokens), strict=False)
 
 
 # Besides edgespike's own modules and users' own classes, the torch.nn layers every exporter lowers.

@@ -284,7 +284,7 @@ def generate_command(
     """Continue a prompt with a model or an exported artifact."""
     from edgespike import models
     from edgespike.artifact import MANIFEST
-    from edgespike.generation import SamplingOptions, eager_step, generate_text, session_step
+    from edgespike.generation import SamplingOptions, Stepper, eager_stepper, generate_text, session_stepper
 
     options = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
     per_token_stats: list[dict] = []
@@ -293,11 +293,16 @@ def generate_command(
 
         from edgespike.runtimes import load as load_session
 
+        from edgespike.runtimes.registry import prefill_note
+
         session = load_session(model, runtime=runtime)
         errors.print(f"[dim]running {model} with {session.runtime}[/]", highlight=False)
-        step = session_step(session)
-        if hasattr(session, "stats"):  # a simulator's per-token estimates (NeuronChip)
-            step = _recording_stats(step, session, per_token_stats)
+        note = prefill_note(session)
+        if note:
+            errors.print(f"[dim]{model}: {note}[/]", highlight=False)
+        stepper = session_stepper(session)
+        if hasattr(session, "stats"):  # a simulator's per-token estimates (NeuronChip), the prompt's included
+            stepper = Stepper(_recording_stats(stepper.step, session, per_token_stats), context=stepper.context)
         tokenizer_path = Path(model) / "tokenizer.json"
         if not tokenizer_path.is_file():
             raise EdgespikeError(f"{model} has no tokenizer.json; export a model that has a tokenizer")
@@ -308,8 +313,8 @@ def generate_command(
         lm = models.load(_model_spec(model, checkpoint)).eval()
         if lm.tokenizer is None:
             raise EdgespikeError("this model has no tokenizer (an untrained preset?); train it with `edgespike train` first")
-        step, tokenizer = eager_step(lm), lm.tokenizer
-    pieces = generate_text(step, tokenizer, prompt, options)
+        stepper, tokenizer = eager_stepper(lm), lm.tokenizer
+    pieces = generate_text(stepper, tokenizer, prompt, options)
     if not stream:
         pieces = ["".join(pieces)]
     sys.stdout.write(prompt)
@@ -444,6 +449,10 @@ def export_command(
     state_precision: Optional[str] = typer.Option(
         None, help="coreml: how the fp16 Core ML states carry the spiking state: fp16x2 (default; an fp16 hi + lo "
                    "pair per value, the trained fp32 dynamics kept) or fp16 (half the state memory, dynamics rounded)."),
+    prefill_tokens: Optional[int] = typer.Option(
+        None, help="Length of the prefill entry (onnx, executorch, coreml): a prompt runs in one call per this many "
+                   "tokens, the rest token by token (default: onnx and executorch 64, coreml 8, at most the model's max_seq_len; "
+                   "0: no prefill entry)."),
     validate: bool = typer.Option(True, "--validate/--no-validate", help="Check the artifact against eager PyTorch."),
     force: bool = typer.Option(False, "--force", help="Replace an existing artifact dir."),
     jobs: int = typer.Option(2, help="Targets exported at once, each in its own process (with --target all)."),
@@ -462,7 +471,7 @@ def export_command(
         raise EdgespikeError(f"unknown target {unknown[0]!r}; choose one of {', '.join(EXPORTERS)} or all")
     model = _model_spec(model, checkpoint)
     options = ExportOptions(timesteps=timesteps, precision=precision, chip=chip, weights=_weight_format(weights),
-                            state_precision=_state_precision(state_precision))
+                            state_precision=_state_precision(state_precision), prefill_tokens=prefill_tokens)
     lm = load_for_export(model, options.weights, options.timesteps, stream)  # fail fast on a bad model spec
     base = out or Path("artifacts") / _model_name(model)
     destinations = {name: base / name if (out is None or len(targets) > 1) else out for name in targets}
@@ -722,7 +731,7 @@ def bench_command(
     artifacts: list[str] = typer.Argument(..., help="Exported artifact dirs to run side by side."),
     baseline: str = typer.Option("eager", help="'eager' (PyTorch, the artifacts' source model) or 'none'."),
     model: Optional[str] = typer.Option(None, help="The eager baseline model (default: the artifacts' source model)."),
-    prompt_tokens: int = typer.Option(32, help="Held-out tokens fed before decoding."),
+    prompt_tokens: int = typer.Option(512, help="Held-out prompt tokens: timed through the prefill entry (TTFT) and token by token."),
     new_tokens: int = typer.Option(64, help="Greedy tokens decoded, each one timed."),
     repeats: int = typer.Option(3, help="Fresh-process runs per entry, interleaved."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the report to this JSON file."),
@@ -730,8 +739,10 @@ def bench_command(
                                        "(drift within the validation tolerance, RSS growth <= 1% after warm-up); exit 1 on a failure."),
     resync_every: int = typer.Option(50, help="--soak: tokens between comparisons from eager's state (runtimes whose state can be set)."),
     runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
+    compiled: bool = typer.Option(False, "--compile", help="Also time the eager model under torch.compile (inductor: minutes to compile)."),
 ):
-    """Measure decode latency, tokens/s, load time and peak memory of artifacts vs eager PyTorch (or --soak them)."""
+    """Measure time to first token, decode latency, tokens/s, bytes/token, load time and peak memory of artifacts vs eager
+    PyTorch (or --soak them)."""
     from edgespike.bench import BenchOptions, bench
 
     if soak is not None:
@@ -740,7 +751,7 @@ def bench_command(
         return _soak(artifacts, soak, resync_every, json_file)
     if baseline not in ("eager", "none"):
         raise EdgespikeError(f"unknown baseline {baseline!r}; choose eager or none")
-    options = BenchOptions(prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats)
+    options = BenchOptions(prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats, compiled=compiled)
     with Progress(TextColumn("[bold]bench[/]"), TextColumn("{task.fields[run]}"), TimeElapsedColumn(), console=errors) as bar:
         task = bar.add_task("bench", run="")
         report = bench(artifacts, options, baseline=baseline == "eager", model=model, runtime=runtime,
@@ -748,12 +759,17 @@ def bench_command(
     if json_file:
         json_file.write_text(json.dumps(report, indent=2) + "\n")
     host = report["host"]
-    table = Table("runtime", "p50 ms", "p90 ms", "p99 ms", "tok/s", "vs eager", "of roofline", "load s", "prompt s", "peak MB",
-                  "size MB", title=f"decode of {report['model']} on {host['cpu']} ({host['cores']} cores)")
+    table = Table("runtime", "TTFT s", "token by token s", "p50 ms", "p90 ms", "tok/s", "vs eager", "of roofline", "MB/token",
+                  "GB/s", "load s", "peak MB", "size MB",
+                  title=f"{report['results'][0]['prompt_tokens']}-token prompt, then decode, of {report['model']} on {host['cpu']} "
+                        f"({host['cores']} cores)")
     for r in report["results"]:
+        chunk = f" ({r['prefill_tokens']}/call)" if r["prefill_tokens"] else " (no prefill)"
         table.add_row(
-            r["name"], f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['tokens_per_s']:.1f}",
-            _fmt(r["speedup_vs_baseline"], ".2f"), f"{r['fraction_of_roofline']:.1%}", f"{r['load_s']:.2f}", f"{r['prompt_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
+            r["name"], f"{r['ttft_s']:.3f}{chunk}", f"{r['prompt_token_by_token_s']:.3f} ({r['ttft_speedup']:.1f}×)",
+            f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['tokens_per_s']:.1f}",
+            _fmt(r["speedup_vs_baseline"], ".2f"), f"{r['fraction_of_roofline']:.1%}", f"{r['bytes_per_token'] / 1e6:.2f}",
+            f"{r['bytes_per_s'] / 1e9:.2f}", f"{r['load_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
             "—" if r["artifact_bytes"] is None else f"{r['artifact_bytes'] / 1e6:.2f}",
         )
     console.print(table)

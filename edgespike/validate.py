@@ -46,6 +46,7 @@ from edgespike.ops.lif import lif_following
 from edgespike.quant.state import round_state
 from edgespike.runtimes import load as load_session
 from edgespike.runtimes.eager import EagerSession
+from edgespike.runtimes.registry import prefill_chunk_tokens, prefill_note
 
 PROMPT_TOKENS = 64
 GREEDY_TOKENS = 32
@@ -115,10 +116,11 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
     reference = EagerSession(model, manifest["timesteps"], manifest.get("weights"))
     recorder = _SpikeRecorder(reference.step_module)
 
-    rollout, flips = _Agreement(), _FlipCount()
+    rollout, flips, stepped = _Agreement(), _FlipCount(), []
     for token in tokens:
         ours, theirs = session.step(token), reference.step(token)
         rollout.add(ours, theirs)
+        stepped.append(ours)
         eager_spikes, artifact_spikes = recorder.take(), getattr(session, "last_spikes", None)
         if artifact_spikes:
             _check_spike_count(session, artifact_spikes, eager_spikes)
@@ -133,10 +135,13 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
     elif flips.compared and hasattr(session, "set_state"):
         following = _following(session, reference, tokens)
 
+    prefilled = _prefill_check(session, reference, tokens, stepped)
+
     checked = stepwise or (following.agreement if following else rollout)
     checks = STRUCTURE_CHECKS[manifest["target"]](directory, manifest) if manifest["target"] in STRUCTURE_CHECKS else {}
     failed_checks = [name for name, ok in checks.items() if not ok]
-    passed = checked.within(tolerance) and not failed_checks and not (following and following.untied)
+    prefill_ok = prefilled is None or prefilled.within(tolerance)
+    passed = checked.within(tolerance) and not failed_checks and not (following and following.untied) and prefill_ok
     record = {
         "passed": passed,
         "runtime": session.runtime,
@@ -162,6 +167,7 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
         }
     if following:
         record["conversion"] = following.record()
+    record["prefill"] = prefilled.record() if prefilled else {"note": prefill_note(session)}
     if not flips.compared:
         record["spike_flip_rate_note"] = (
             "the model has no LIF neurons" if not recorder.hooked else f"{session.runtime} does not expose the spikes inside the graph"
@@ -174,6 +180,7 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
             + (f", {following.untied} spike flip(s) farther than {TIE_MARGIN} from the threshold (at most "
                f"{following.max_margin:.3g}): not rounding ties" if following and following.untied else "")
             + (f", structural checks failed: {', '.join(failed_checks)}" if failed_checks else "")
+            + ("" if prefill_ok else f", prefill: max |logit diff| {prefilled.max_diff:.3g}, top-1 {prefilled.top1:.3f} against eager")
         )
     return record
 
@@ -349,6 +356,35 @@ def _open(directory: Path, manifest: dict):
 
         return OnnxSession(directory, manifest, extra_outputs=_onnx_lif_spike_outputs(directory, manifest))
     return load_session(directory)
+
+
+class _Prefill(_Agreement):
+    """The prefill entry against eager: ``prefill_chunk`` of one chunk, then one step (the state it carried out)."""
+
+    def __init__(self, tokens: int, own: float | None):
+        super().__init__()
+        self.tokens, self.own = tokens, own
+
+    def record(self) -> dict:
+        return {"tokens": self.tokens, "compared": "one prefill call, then one step, against eager's", **super().record(),
+                "max_abs_logit_diff_vs_own_token_by_token": self.own}
+
+
+def _prefill_check(session, reference: EagerSession, tokens: list[int], stepped: list[np.ndarray]) -> "_Prefill | None":
+    """``session``'s prefill entry (None without one) on the first chunk of ``tokens`` (cycled where they are
+    fewer), against eager's; also against the session's own token-by-token logits (``stepped``) where they reach."""
+    chunk = prefill_chunk_tokens(session)
+    if not chunk:
+        return None
+    prompt = [tokens[i % len(tokens)] for i in range(chunk + 1)]
+    session.reset()
+    reference.reset()
+    ours = session.prefill_chunk(prompt[:chunk])
+    check = _Prefill(chunk, float(np.abs(ours - stepped[chunk - 1]).max()) if len(stepped) >= chunk else None)
+    check.add(ours, reference.prefill_chunk(prompt[:chunk]))
+    if chunk < session.manifest.get("max_seq_len", chunk + 1):
+        check.add(session.step(prompt[chunk]), reference.step(prompt[chunk]))
+    return check
 
 
 def _greedy(session, logits: np.ndarray, count: int, steps_left: int | None = None) -> list[int]:

@@ -115,6 +115,7 @@ def export(
             "batch": options.batch,
             "vocab_size": config.vocab_size,
             "states": [spec.to_dict() for spec in step.specs],
+            "prefill": None,  # no prefill entry: the target's ``prefill`` field says otherwise
             **fields,
         }
         manifest = write_manifest(staging, manifest)

@@ -10,6 +10,11 @@ folded into fp32 weights. The
 edgespike ops are decomposed to core ATen with their reference kernels (the same Python that
 defines them), keeping the state mutation; the portable kernels run the rest (the LIF recurrence,
 comparisons, softmax).
+
+Prefill: a second method, ``prefill``, is the same step over ``prefill.tokens`` tokens (manifest).
+Both methods' mutable buffers are planned into one shared slot each (``share_mutable_buffers``), so
+they carry one state, given its initial zeros (``InitializedMutableBufferPass``); XNNPACK's
+weights and the other constants are stored once, keyed by their bytes' hash.
 """
 
 from __future__ import annotations
@@ -26,18 +31,23 @@ from edgespike.capture import DecodeStep, export_step
 from edgespike.errors import EdgespikeError
 from edgespike.staging import size_text
 from edgespike.exporters import graph_walk
-from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
+from edgespike.exporters.registry import ExportOptions, prefill_tokens, register_exporter, step_io
 from edgespike.nn.ternary_linear import TernaryLinear
-from edgespike.ops.lif import lif_reference
+from edgespike.ops.lif import lif_reference, lif_scan
 from edgespike.ops.spike_encode import encode_reference
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pte"
+PREFILL_METHOD = "prefill"
+# a LIF over more steps (a prefill: tokens x timesteps) is one loop (torch.scan) in the program, not a copy
+# of the step per step, which made lowering the demo's 16-token prefill take 154 s and 3.6 GB
+UNROLLED_LIF_STEPS = 32
 
 
 def _lif(current, v0, beta, threshold, graded, reset, delayed_reset=False, strict=False, slope=5.0):
-    return lif_reference(current, v0, beta, threshold, graded, reset, delayed_reset, strict)
+    lif = lif_scan if current.shape[0] > UNROLLED_LIF_STEPS else lif_reference
+    return lif(current, v0, beta, threshold, graded, reset, delayed_reset, strict)
 
 
 def _spike_linear(spikes, codes, scale):
@@ -105,8 +115,8 @@ def dynamically_quantized(linears: list[TernaryLinear]):
 
 
 def delegated_ops(program) -> int:
-    """How many XNNPACK delegate calls the lowered program holds."""
-    graph = program.exported_program().graph_module.graph
+    """How many XNNPACK delegate calls the lowered ExportedProgram holds."""
+    graph = program.graph_module.graph
     return sum(1 for node in graph.nodes if node.op == "call_function" and "executorch_call_delegate" in str(node.target))
 
 
@@ -135,31 +145,42 @@ class ExecuTorchExporter:
     runtime = "executorch"
     default_precision = "fp32"
     stored_weight_bits = 8  # spike-fed codes; the dense linears' fp32 weights are not counted
+    prefill_tokens = 64
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         try:
             from executorch.backends.xnnpack.partition.config.gemm_configs import AddmmConfig, LinearConfig, MMConfig
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-            from executorch.exir import to_edge_transform_and_lower
+            from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+            from executorch.exir.passes import MemoryPlanningPass
             from executorch.exir.passes.constant_prop_pass import _DEFAULT_SKIP_TARGETS, _QUANT_PRIMITIVES, constant_prop_pass
+            from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
         except ImportError as err:
             raise ImportError("the executorch target needs executorch: pip install 'edgespike[export]'") from err
         if options.precision != "fp32":
             raise ValueError(f"executorch: precision {options.precision!r} is not supported; use --precision fp32")
         check_fits(step)
         quantized = spike_fed_linears(step)
-        with torch.no_grad(), dynamically_quantized(quantized):
-            program = export_step(step).run_decompositions(DECOMPOSITIONS)
-        # fold the dense linears' codes -> float weights, so XNNPACK sees static weights it can pack; keep the int8 ones
-        program = constant_prop_pass(program, custom_skip_targets={*_DEFAULT_SKIP_TARGETS, *_QUANT_PRIMITIVES})
-        mutated = sorted(program.graph_signature.buffers_to_mutate.values())
+        prefill = prefill_tokens(step, options, self.prefill_tokens)
+        methods = {"forward": 1, **({PREFILL_METHOD: prefill} if prefill else {})}
+        programs = {}
+        for method, tokens in methods.items():
+            with torch.no_grad(), dynamically_quantized(quantized):
+                program = export_step(step, tokens).run_decompositions(DECOMPOSITIONS)
+            # fold the dense linears' codes -> float weights, so XNNPACK sees static weights it can pack; keep the int8 ones
+            programs[method] = constant_prop_pass(program, custom_skip_targets={*_DEFAULT_SKIP_TARGETS, *_QUANT_PRIMITIVES})
+        mutated = sorted(programs["forward"].graph_signature.buffers_to_mutate.values())
         # XNNPACK takes the linears (DESIGN.md); delegating every elementwise op as well splits
         # the graph into one partition per stretch between LIF steps, each lowered separately
         partitioner = XnnpackPartitioner(configs=[LinearConfig, AddmmConfig, MMConfig])
-        edge = to_edge_transform_and_lower(program, partitioner=[partitioner])
-        executorch_program = edge.to_executorch()
+        edge = to_edge_transform_and_lower(programs, partitioner=[partitioner])
+        del programs
+        executorch_program = edge.to_executorch(ExecutorchBackendConfig(
+            passes=[InitializedMutableBufferPass([spec.buffer for spec in step.specs])],  # the state starts at zero
+            memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=True),  # one state for both methods
+        ))
         (staging / MODEL_FILE).write_bytes(executorch_program.buffer)
-        delegates = delegated_ops(edge)
+        delegates = delegated_ops(edge.exported_program("forward"))
         linears = sum(isinstance(m, TernaryLinear) for m in step.model.modules())
         log.info("executorch: %d XNNPACK delegate calls, %d mutable state buffers, %d of %d linears int8",
                  delegates, len(mutated), len(quantized), linears)
@@ -168,6 +189,7 @@ class ExecuTorchExporter:
             "mutable_buffers": mutated,
             "xnnpack_delegates": delegates,
             "linears": {"int8_codes_dynamic_int8_input": len(quantized), "fp32": linears - len(quantized)},
+            "prefill": {"tokens": prefill, "method": PREFILL_METHOD} if prefill else None,
         }
 
 

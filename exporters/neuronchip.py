@@ -434,6 +434,7 @@ class NeuronChipExporter:
     runtime = "neuronchip"
     default_precision = "fp32"
     stored_weight_bits = None
+    prefill_tokens = 0  # a chip steps its cores in time: no prefill entry
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         if options.precision != "fp32":

@@ -237,6 +237,7 @@ class NirExporter:
     runtime = "nir"
     default_precision = "fp32"
     stored_weight_bits = 32
+    prefill_tokens = 0  # a graph of neurons stepped in time: no prefill entry
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         import nir

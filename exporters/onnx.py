@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from edgespike.capture import POSITION, DecodeStep
-from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
+from edgespike.exporters.registry import ExportOptions, prefill_tokens, register_exporter, step_io
 from edgespike.ops.lif import RESETS
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ OPSET = 25  # DequantizeLinear over UINT2 needs opset 25
 # protobuf cannot serialize a message past 2 GB: larger weights go to one external data file
 EXTERNAL_DATA_BYTES, EXTERNAL_DATA_FILE = 1 << 30, "model.onnx.data"
 MODEL_FILE = "model.onnx"
+PREFILL_FILE = "prefill.onnx"  # the same step over ``prefill.tokens`` tokens (manifest), sharing model.onnx.data
 
 
 class ExplicitStateStep(nn.Module):
@@ -404,12 +405,69 @@ def pack_initializers(model) -> dict[str, int]:
 # --- the exporter -----------------------------------------------------------------------------------
 
 
+def _graph(step: DecodeStep, tokens: int, ops: list[OnnxOp]):
+    """The ONNX IR model of ``step`` at tokens [B, ``tokens``], its initializers packed (``pack_initializers``)
+    and the functions of the ai.edgespike ops it uses appended; (model, packed counts)."""
+    import onnx_ir as ir
+
+    names = [spec.name for spec in step.specs]
+    inputs = (*step.example_inputs([0] * tokens), *(v.clone() for v in step.state().values()))
+    with torch.no_grad():
+        program = torch.onnx.export(
+            ExplicitStateStep(step).eval(),
+            inputs,
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=["tokens", *[POSITION] * step.positional, *(f"state.{n}" for n in names)],
+            output_names=["logits", *(f"next_state.{n}" for n in names)],
+            custom_translation_table={op.torch_op: op.translate for op in ops},
+            optimize=False,  # the optimizer folds Cast(int8 codes) into float weights
+            verbose=False,
+        )
+    model = program.model  # ONNX IR: its initializers are the step's own tensors, not copies
+    packed = pack_initializers(model)
+    used = {node.op_type for node in model.graph if node.domain == DOMAIN}
+    for op in ops:
+        if op.name in used:
+            function = ir.serde.deserialize_function(op.body())
+            model.functions[function.identifier()] = function
+    for node in model.graph:  # stack traces of the torch source: most of the file otherwise
+        node.metadata_props.clear()
+    return model, packed
+
+
+def _share_weights(model, saved: Path) -> int:
+    """Point every initializer of the ONNX IR ``model`` that ``saved`` (a graph whose weights are in an
+    external data file) stores under the same name at those bytes, so a second graph reads the first's
+    weights file instead of a copy; returns how many."""
+    import onnx
+    import onnx_ir as ir
+
+    spans = {}
+    for init in onnx.load(str(saved), load_external_data=False).graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            spans[init.name] = {entry.key: entry.value for entry in init.external_data}
+    shared = 0
+    for name, value in model.graph.initializers.items():
+        span = spans.get(name)
+        if span is None or value.const_value is None:
+            continue
+        tensor = value.const_value
+        if int(span["length"]) != tensor.nbytes:
+            raise ValueError(f"onnx: the prefill graph's {name} differs from the decode graph's")
+        value.const_value = ir.ExternalTensor(span["location"], int(span.get("offset", 0)), int(span["length"]),
+                                              tensor.dtype, shape=tensor.shape, name=name, base_dir=saved.parent)
+        shared += 1
+    return shared
+
+
 class OnnxExporter:
     name = "onnx"
     model_file = MODEL_FILE
     runtime = "onnxruntime"
     default_precision = "fp32"
     stored_weight_bits = None
+    prefill_tokens = 64
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         import onnx
@@ -419,44 +477,32 @@ class OnnxExporter:
             raise ValueError(f"onnx: precision {options.precision!r} is not supported; use --precision fp32")
         ops = _ops()
         _register_schemas(ops)
-        names = [spec.name for spec in step.specs]
-        inputs = (*step.example_inputs(), *(v.clone() for v in step.state().values()))
-        with torch.no_grad():
-            program = torch.onnx.export(
-                ExplicitStateStep(step).eval(),
-                inputs,
-                dynamo=True,
-                opset_version=OPSET,
-                input_names=["tokens", *[POSITION] * step.positional, *(f"state.{n}" for n in names)],
-                output_names=["logits", *(f"next_state.{n}" for n in names)],
-                custom_translation_table={op.torch_op: op.translate for op in ops},
-                optimize=False,  # the optimizer folds Cast(int8 codes) into float weights
-                verbose=False,
-            )
-        model = program.model  # ONNX IR: its initializers are the step's own tensors, not copies
-        packed = pack_initializers(model)
-        used = {node.op_type for node in model.graph if node.domain == DOMAIN}
-        for op in ops:
-            if op.name in used:
-                function = ir.serde.deserialize_function(op.body())
-                model.functions[function.identifier()] = function
-        for node in model.graph:  # stack traces of the torch source: most of the file otherwise
-            node.metadata_props.clear()
+        model, packed = _graph(step, 1, ops)
         # written tensor by tensor (no protobuf ever holds the weights); past 1 GB into one external data file
         external = sum(value.const_value.nbytes for value in model.graph.initializers.values()) > EXTERNAL_DATA_BYTES
         ir.save(model, staging / MODEL_FILE, external_data=EXTERNAL_DATA_FILE if external else None, size_threshold_bytes=1024)
-        del program, model
+        used = sum(node.domain == DOMAIN for node in model.graph)
+        del model
         onnx.checker.check_model(str(staging / MODEL_FILE), full_check=True)
-        log.info("onnx: %d ai.edgespike nodes, initializers packed: %s", len(used), packed)
+        log.info("onnx: %d ai.edgespike nodes, initializers packed: %s", used, packed)
+        prefill = prefill_tokens(step, options, self.prefill_tokens)
+        if prefill:  # the same step at [B, prefill], its weights those of model.onnx.data where that holds them
+            model, _ = _graph(step, prefill, ops)
+            shared = _share_weights(model, staging / MODEL_FILE) if external else 0
+            ir.save(model, staging / PREFILL_FILE)
+            del model
+            onnx.checker.check_model(str(staging / PREFILL_FILE), full_check=True)
+            log.info("onnx: prefill graph of %d tokens, %d initializers shared with %s", prefill, shared, MODEL_FILE)
         io = step_io(step)
+        states = [{"dtype": "float32", "shape": list(s.shape), "name": s.name} for s in step.specs]
         return {
             **io,
             "opset": OPSET,
             "custom_domain": DOMAIN,
             "packed_initializers": packed,
-            "inputs": io["inputs"] + [{"name": f"state.{s.name}", "dtype": "float32", "shape": list(s.shape)} for s in step.specs],
-            "outputs": io["outputs"]
-            + [{"name": f"next_state.{s.name}", "dtype": "float32", "shape": list(s.shape)} for s in step.specs],
+            "inputs": io["inputs"] + [{**s, "name": f"state.{s['name']}"} for s in states],
+            "outputs": io["outputs"] + [{**s, "name": f"next_state.{s['name']}"} for s in states],
+            "prefill": {"tokens": prefill, "model_file": PREFILL_FILE} if prefill else None,
         }
 
 

@@ -20,6 +20,7 @@ class ExportOptions:
     chip: str | None = None  # neuronchip: a chip preset (edgespike.chip.CHIPS) or .toml path; None: loihi
     weights: str | None = None  # edgespike.quant.weights format; None: the model's default
     state_precision: str | None = None  # coreml: fp16 or fp16x2 (edgespike.quant.state); None: fp16x2
+    prefill_tokens: int | None = None  # the prefill entry's length; None: the target's ``prefill_tokens``, 0: none
 
 
 class Exporter(Protocol):
@@ -28,6 +29,7 @@ class Exporter(Protocol):
     runtime: str  # the runtime that executes it (edgespike.runtimes.RUNTIMES)
     default_precision: str
     stored_weight_bits: int | None  # the fewest bits a linear's weight takes in the artifact, None: its format's (``expected_bytes``)
+    prefill_tokens: int  # its prefill entry's default length (a prompt runs in chunks of it, the rest token by token); 0: none
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict: ...
 
@@ -54,6 +56,19 @@ def step_io(step: DecodeStep, token_dtype: str = "int64", logits: str = "logits"
         io["inputs"].append({"name": POSITION, "dtype": token_dtype, "shape": [step.batch]})
         io["max_seq_len"] = step.model.config.max_seq_len
     return io
+
+
+def prefill_tokens(step: DecodeStep, options: ExportOptions, default: int) -> int:
+    """The length of the prefill entry to export (0: none): ``options.prefill_tokens``, or the target's
+    ``default`` cut to the model's ``max_seq_len``."""
+    from edgespike.errors import EdgespikeError
+
+    limit = step.model.config.max_seq_len if step.positional else None
+    if options.prefill_tokens is None:
+        return min(default, limit or default)
+    if options.prefill_tokens < 0 or (limit and options.prefill_tokens > limit):
+        raise EdgespikeError(f"--prefill-tokens must be in [0, {limit or 'any'}] (0: no prefill entry), got {options.prefill_tokens}")
+    return options.prefill_tokens
 
 
 EXPORTERS: dict[str, Exporter] = {}

@@ -15,10 +15,14 @@ from edgespike.runtimes.registry import check_token, register_runtime
 
 
 class EagerSession:
-    def __init__(self, model: SpikingLM, timesteps: int | None = None, weights: str | None = None):
+    """The decode step in eager PyTorch; ``prefill_chunk`` runs ``prefill_tokens`` tokens in one forward."""
+
+    def __init__(self, model: SpikingLM, timesteps: int | None = None, weights: str | None = None,
+                 prefill_tokens: int = 64):
         self.step_module: DecodeStep = decode_step(model, timesteps, weights=weights)
         config = self.step_module.model.config
-        self.manifest = {"family": config.family, "vocab_size": config.vocab_size, "timesteps": config.spike.timesteps}
+        self.manifest = {"family": config.family, "vocab_size": config.vocab_size, "timesteps": config.spike.timesteps,
+                         "prefill": {"tokens": prefill_tokens}}
         self.runtime = f"PyTorch {torch.__version__} eager"
 
     def reset(self) -> None:
@@ -28,6 +32,10 @@ class EagerSession:
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])
         return self.step_module.advance(token)[0].numpy()
+
+    @torch.no_grad()
+    def prefill_chunk(self, tokens: list[int]) -> np.ndarray:
+        return self.step_module.advance(list(tokens))[0].numpy()
 
 
 def open_artifact(directory: Path, manifest: dict) -> EagerSession:

@@ -1,5 +1,6 @@
 """ExecuTorch: runs model.pte through ``executorch.runtime``; the state lives in the
-program's mutable buffers, so a reset reloads the method."""
+program's mutable buffers, shared by its methods (``forward`` and ``prefill``), so a reset
+reloads the program (a loaded method is cached: loading it again keeps its state)."""
 
 from __future__ import annotations
 
@@ -14,27 +15,39 @@ from edgespike.runtimes.registry import check_token, missing_runtime, native_out
 class ExecuTorchSession:
     def __init__(self, directory: Path, manifest: dict):
         try:
-            from executorch.runtime import Runtime
+            from executorch.runtime import Runtime  # noqa: F401  (installed?)
         except ImportError:
             raise missing_runtime("executorch", "executorch") from None
         import executorch
 
         self.manifest = manifest
         self.runtime = f"executorch {getattr(executorch, '__version__', '')} (XNNPACK + portable kernels)".replace("  ", " ")
-        self.program = Runtime.get().load_program(directory / manifest["model_file"])
+        self.path = directory / manifest["model_file"]
+        self.methods = ["forward", *([manifest["prefill"]["method"]] if (manifest.get("prefill") or {}).get("method") else [])]
         self.reset()
 
     def reset(self) -> None:
-        with native_output_silenced(2):  # XNNPACK's cpuinfo probe prints to stderr while the method loads
-            self.method = self.program.load_method("forward")
+        from executorch.runtime import Runtime
+
+        with native_output_silenced(2):  # XNNPACK's cpuinfo probe prints to stderr while the methods load
+            program = Runtime.get().load_program(self.path)
+            # every method loaded before any runs: loading one (re)writes the shared state's initial zeros
+            self.loaded = {name: program.load_method(name) for name in self.methods}
+        self.program = program
         self.position = 0
+
+    def _run(self, method: str, tokens: list[int]) -> np.ndarray:
+        inputs = [torch.tensor([tokens], dtype=torch.long)]
+        inputs += [torch.from_numpy(value) for value in position_inputs(self.manifest, self.position, len(tokens)).values()]
+        self.position += len(tokens)
+        return self.loaded[method].execute(inputs)[0][0].numpy()
 
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])
-        inputs = [torch.tensor([[token]], dtype=torch.long)]
-        inputs += [torch.from_numpy(value) for value in position_inputs(self.manifest, self.position).values()]
-        self.position += 1
-        return self.method.execute(inputs)[0][0].numpy()
+        return self._run("forward", [token])
+
+    def prefill_chunk(self, tokens: list[int]) -> np.ndarray:
+        return self._run(self.manifest["prefill"]["method"], list(tokens))
 
 
 register_runtime("executorch", ExecuTorchSession)

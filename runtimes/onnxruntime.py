@@ -181,11 +181,11 @@ def _unrolled_lif(g: _Graph, node, timesteps: int, prefix: str) -> list:
         return [mk("Greater" if strict else "GreaterOrEqual", [x, threshold], [f"{out}.bool"]),
                 mk("Cast", [f"{out}.bool"], [out], to=TensorProto.FLOAT)]
 
-    steps = [f"{prefix}.current{t}" for t in range(timesteps)]
+    steps = [f"{prefix}.current{t}" for t in range(timesteps)]  # rows [1, ...]: no Squeeze / Unsqueeze per step
     nodes = [mk("Clip", [beta_in, zero, one], [f"{prefix}.beta"]),
-             mk("Split", [current], [f"{s}.row" for s in steps], axis=0, num_outputs=timesteps)]
-    nodes += [mk("Squeeze", [f"{s}.row", axis0], [s]) for s in steps]
-    v, spikes = v0, []
+             mk("Split", [current], steps, axis=0, num_outputs=timesteps),
+             mk("Unsqueeze", [v0, axis0], [f"{prefix}.v0_row"])]
+    v, fired = f"{prefix}.v0_row", []
     for t, current_t in enumerate(steps):
         p = f"{prefix}.t{t}"
         kept, subtracted = v, None
@@ -207,9 +207,10 @@ def _unrolled_lif(g: _Graph, node, timesteps: int, prefix: str) -> list:
         if not delayed and reset != "none":
             nodes += [mk("Mul", [f"{p}.h", w if reset == "zero" else threshold], [f"{p}.drop"]), mk("Sub", [w, f"{p}.drop"], [f"{p}.v"])]
             v = f"{p}.v"
-        nodes += [mk("Mul", [graded, f"{p}.h"], [f"{p}.s"]), mk("Unsqueeze", [f"{p}.s", axis0], [f"{p}.s_row"])]
-        spikes.append(f"{p}.s_row")
-    nodes += [mk("Concat", spikes, [node.output[0]], axis=0), mk("Identity", [v], [node.output[1]])]
+        fired.append(f"{p}.h")
+    # graded * H once over all steps: the same products as one per step
+    nodes += [mk("Concat", fired, [f"{prefix}.fired"], axis=0), mk("Mul", [graded, f"{prefix}.fired"], [node.output[0]]),
+              mk("Squeeze", [v, axis0], [node.output[1]])]
     return nodes
 
 
@@ -279,28 +280,38 @@ def specialise(model) -> dict[str, int]:
 
 
 class OnnxSession:
+    """model.onnx with the state fed back; ``prefill_chunk`` runs prefill.onnx (manifest ``prefill``), opened at
+    its first use, over the same state."""
+
     def __init__(self, directory: Path, manifest: dict, extra_outputs: tuple[str, ...] = (), specialised: bool = True):
         try:
-            import onnx
             import onnxruntime as ort
         except ImportError:
             raise missing_runtime("onnxruntime", "onnxruntime") from None
-        self.manifest = manifest
-        model = onnx.load(str(directory / manifest["model_file"]), load_external_data=False)  # large weights stay on disk
-        self.kernels = specialise(model) if specialised else None
+        self.manifest, self.directory, self.specialised = manifest, directory, specialised
+        self.session, self.kernels = self._open(manifest["model_file"], extra_outputs)
         self.runtime = f"onnxruntime {ort.__version__} (CPU" + (
             f"; MatMulNBits: {self.kernels['spike_fed']} spike-fed linears, {self.kernels['dense']} dense in "
             f"{DENSE_PIECES} int8 pieces)" if self.kernels and self.kernels["spike_fed"] + self.kernels["dense"] else ")"
         )
+        self.prefill_session = None
+        self.names = [spec["name"] for spec in manifest["states"]]
+        self.last_spikes: list[np.ndarray] = []  # the extra outputs of the last step
+        self.reset()
+
+    def _open(self, file: str, extra_outputs: tuple[str, ...] = ()):
+        """An InferenceSession of ``file``, specialised unless this is the standard runtime; (session, kernel counts)."""
+        import onnx
+        import onnxruntime as ort
+
+        model = onnx.load(str(self.directory / file), load_external_data=False)  # large weights stay on disk
+        kernels = specialise(model) if self.specialised else None
         if extra_outputs:  # intermediate values: the LIF spikes, for validation
             model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in extra_outputs)
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(directory))
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        self.names = [spec["name"] for spec in manifest["states"]]
-        self.last_spikes: list[np.ndarray] = []  # the extra outputs of the last step
-        self.reset()
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(self.directory))
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]), kernels
 
     def reset(self) -> None:
         self.state = {f"state.{spec['name']}": np.zeros(spec["shape"], np.float32) for spec in self.manifest["states"]}
@@ -310,15 +321,24 @@ class OnnxSession:
         """Overwrite the carried state (by the manifest's state names)."""
         self.state = {f"state.{name}": np.asarray(values[name], np.float32) for name in self.names}
 
-    def step(self, token: int) -> np.ndarray:
-        check_token(token, self.manifest["vocab_size"])
-        feed = {"tokens": np.array([[token]], dtype=np.int64), **position_inputs(self.manifest, self.position), **self.state}
-        outputs = self.session.run(None, feed)
-        self.position += 1
+    def _run(self, session, tokens: list[int]) -> np.ndarray:
+        feed = {"tokens": np.array([tokens], dtype=np.int64),
+                **position_inputs(self.manifest, self.position, len(tokens)), **self.state}
+        outputs = session.run(None, feed)
+        self.position += len(tokens)
         n = len(self.names)
         self.state = {f"state.{name}": value for name, value in zip(self.names, outputs[1 : 1 + n])}
         self.last_spikes = outputs[1 + n :]
         return outputs[0][0]
+
+    def step(self, token: int) -> np.ndarray:
+        check_token(token, self.manifest["vocab_size"])
+        return self._run(self.session, [token])
+
+    def prefill_chunk(self, tokens: list[int]) -> np.ndarray:
+        if self.prefill_session is None:
+            self.prefill_session, _ = self._open(self.manifest["prefill"]["model_file"])
+        return self._run(self.prefill_session, list(tokens))
 
 
 register_runtime("onnxruntime", OnnxSession)

@@ -1,5 +1,7 @@
 """Runtimes by name. A runtime opens an artifact dir and returns a Session that owns the
-carried state: ``step(token_id) -> logits[V]`` (numpy float32), ``reset()``."""
+carried state: ``step(token_id) -> logits[V]`` (numpy float32), ``reset()``, and, where the
+artifact has a prefill entry (the manifest's ``prefill``), ``prefill_chunk(token_ids)`` for
+exactly ``prefill.tokens`` of them in one call; ``prefill(session, ids)`` drives either."""
 
 from __future__ import annotations
 
@@ -25,6 +27,39 @@ class Session(Protocol):
 
 
 RUNTIMES: dict[str, Callable[[Path, dict], Session]] = {}
+NO_PREFILL_ENTRY = "exported before edgespike had prefill: its prompt runs token by token; export it again for a one-call prefill"
+
+
+def prefill_chunk_tokens(session: Session) -> int:
+    """How many tokens one ``prefill_chunk`` call takes (0: the session has no prefill entry)."""
+    entry = session.manifest.get("prefill") or {}
+    return entry.get("tokens", 0) if hasattr(session, "prefill_chunk") else 0
+
+
+def prefill_note(session: Session) -> str | None:
+    """Why ``session`` runs a prompt token by token, or None where it prefills in chunks."""
+    if prefill_chunk_tokens(session):
+        return None
+    if "prefill" not in session.manifest and "target" in session.manifest:
+        return NO_PREFILL_ENTRY
+    return "its prompt runs token by token: the artifact has no prefill entry (a target without one, or --prefill-tokens 0)"
+
+
+def prefill(session: Session, tokens: list[int]) -> np.ndarray:
+    """The logits after ``tokens``, the state carried: whole chunks through the session's prefill entry,
+    the rest (all of them, without one) step by step."""
+    if not tokens:
+        raise EdgespikeError("nothing to prefill: the prompt encodes to no tokens")
+    for token in tokens:  # refused up front, nothing run: a bad id, a prompt past max_seq_len
+        check_token(token, session.manifest["vocab_size"])
+    position_inputs(session.manifest, getattr(session, "position", 0), len(tokens))
+    chunk, done, logits = prefill_chunk_tokens(session), 0, None
+    while chunk and len(tokens) - done >= chunk:
+        logits = session.prefill_chunk(tokens[done : done + chunk])
+        done += chunk
+    for token in tokens[done:]:
+        logits = session.step(token)
+    return logits
 
 
 def register_runtime(name: str, opener: Callable[[Path, dict], Session], override: bool = False) -> None:
@@ -38,14 +73,14 @@ def check_token(token: int, vocab_size: int) -> None:
         raise EdgespikeError(f"token id {token} is outside the vocabulary [0, {vocab_size})")
 
 
-def position_inputs(manifest: dict, position: int) -> dict[str, np.ndarray]:
-    """The ``position`` input of a decode step that takes one (see ``edgespike.capture``), else nothing."""
-    spec = next((spec for spec in manifest["inputs"] if spec["name"] == "position"), None)
+def position_inputs(manifest: dict, position: int, tokens: int = 1) -> dict[str, np.ndarray]:
+    """The ``position`` input of a step (of ``tokens`` tokens) that takes one (see ``edgespike.capture``), else nothing."""
+    spec = next((spec for spec in manifest.get("inputs", ()) if spec["name"] == "position"), None)
     if spec is None:
         return {}
-    if position >= manifest["max_seq_len"]:
+    if position + tokens > manifest["max_seq_len"]:
         raise EdgespikeError(
-            f"position {position} is past the model's max_seq_len {manifest['max_seq_len']}; "
+            f"position {position + tokens - 1} is past the model's max_seq_len {manifest['max_seq_len']}; "
             "reset the session (a new sequence) or use a shorter prompt"
         )
     return {"position": np.full(spec["shape"], position, dtype=spec["dtype"])}

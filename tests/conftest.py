@@ -7,6 +7,20 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_prefill_entry_unless_asked():
+    """Exports in this process get no prefill entry unless a test asks (``ExportOptions.prefill_tokens``,
+    tests/test_prefill.py): each entry is a second graph to lower (the demo's Core ML export takes 4x as long)."""
+    from edgespike.exporters import EXPORTERS
+
+    defaults = {name: exporter.prefill_tokens for name, exporter in EXPORTERS.items()}
+    for exporter in EXPORTERS.values():
+        exporter.prefill_tokens = 0
+    yield
+    for name, tokens in defaults.items():
+        EXPORTERS[name].prefill_tokens = tokens
+
+
 FUZZ_EXAMPLES, QUICK_EXAMPLES = 10_000, 100  # per loader: `pytest -m fuzz --fuzz`, and every normal run
 
 

@@ -41,12 +41,14 @@ make_golden = _script("make_golden")
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> Path:
-    """The demo model exported to CoreML in this process (validation off: it is not what is tested)."""
+    """The demo model exported to CoreML in this process as `edgespike export` does (validation off: it is
+    not what is tested), its prefill function included (the app's ``Manifest.prefill``)."""
     from edgespike import models
-    from edgespike.exporters import export
+    from edgespike.exporters import ExportOptions, export
+    from edgespike.exporters.coreml import PREFILL_TOKENS
 
     out = tmp_path_factory.mktemp("ios") / "demo"
-    export(models.load("demo"), "coreml", out, source="demo")
+    export(models.load("demo"), "coreml", out, ExportOptions(prefill_tokens=PREFILL_TOKENS), source="demo")
     return out
 
 
@@ -173,7 +175,7 @@ def manifest_mismatches(swift_source: bytes, manifest: dict) -> list[str]:
                 continue
             nested = re.sub(r"[\[\]?\s]", "", spec["properties"][case])
             if nested in structs:
-                values = [v for o in present for v in (o[key] if isinstance(o[key], list) else [o[key]])]
+                values = [v for o in present if o[key] is not None for v in (o[key] if isinstance(o[key], list) else [o[key]])]
                 check(nested, values, f"{path}{key}.")
 
     check("Manifest", [manifest], "")

@@ -324,13 +324,26 @@ def test_coreml_refuses_a_computed_lif_parameter(tmp_path):
                    skip_model_load=True)
 
 
-def test_executorch_program_runs_every_law():
+@pytest.mark.parametrize("reset,delayed,strict", LAWS)
+def test_lif_scan_is_the_reference_bit_for_bit(reset, delayed, strict):
+    from edgespike.ops.lif import lif_reference, lif_scan
+
+    current, v0 = _inputs("random", steps=40, batch=2)
+    params = torch.tensor(PER_NEURON_BETA), torch.tensor(PER_NEURON_THRESHOLD), torch.tensor(1.5)
+    for ours, theirs in zip(lif_scan(current, v0, *params, reset, delayed, strict), lif_reference(current, v0, *params, reset, delayed, strict)):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("steps", [9, 40])  # 40: past UNROLLED_LIF_STEPS, one torch.scan loop (a prefill's LIF)
+def test_executorch_program_runs_every_law(steps):
     from executorch.exir import to_edge
     from executorch.runtime import Runtime
 
-    from edgespike.exporters.executorch import DECOMPOSITIONS
+    from edgespike.exporters.executorch import DECOMPOSITIONS, UNROLLED_LIF_STEPS
 
-    module, inputs = Laws().eval(), _lowering_inputs()
+    assert (steps > UNROLLED_LIF_STEPS) == (steps == 40)
+    module = Laws().eval()
+    inputs = [tuple(t.contiguous() for t in _inputs(kind, steps=steps, batch=2)) for kind in ("grid", "random")]
     program = to_edge(torch.export.export(module, inputs[0]).run_decompositions(DECOMPOSITIONS)).to_executorch()
     method = Runtime.get().load_program(program.buffer).load_method("forward")
     run = lambda c, v: [t.numpy() for t in method.execute([torch.from_numpy(c), torch.from_numpy(v)])]  # noqa: E731

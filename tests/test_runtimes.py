@@ -9,7 +9,7 @@ import torch
 from edgespike import models
 from edgespike.errors import EdgespikeError
 from edgespike.exporters import export
-from edgespike.generation import SamplingOptions, eager_step, generate_ids, session_step
+from edgespike.generation import SamplingOptions, eager_stepper, generate_ids, session_stepper
 from edgespike.runtimes import load
 
 
@@ -29,8 +29,8 @@ def onnx_artifact(tmp_path_factory, tiny_model):
 def test_greedy_generation_from_the_artifact_equals_eager(onnx_artifact, tiny_model):
     greedy = SamplingOptions(max_new_tokens=16, temperature=0)
     prompt = [5, 17, 99, 3]
-    from_artifact = list(generate_ids(session_step(load(onnx_artifact)), prompt, greedy))
-    from_eager = list(generate_ids(eager_step(tiny_model), prompt, greedy))
+    from_artifact = list(generate_ids(session_stepper(load(onnx_artifact)), prompt, greedy))
+    from_eager = list(generate_ids(eager_stepper(tiny_model), prompt, greedy))
     assert from_artifact == from_eager
 
 
@@ -84,7 +84,10 @@ def test_bench_reports_every_entry_against_eager(onnx_artifact):
     assert onnx["runtime"].startswith("onnxruntime") and onnx["artifact_bytes"] > 0
     for row in (eager, onnx):
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] and row["peak_rss_mb"] > 50
-        assert row["tokens_per_s"] > 0
+        assert row["tokens_per_s"] > 0 and row["ttft_s"] > 0 and row["prompt_token_by_token_s"] > 0 and row["prompt_tokens"] == 4
+        assert row["bytes_per_s"] == pytest.approx(row["bytes_per_token"] * row["tokens_per_s"])
+    assert onnx["bytes_per_token"] == onnx["artifact_bytes"] and onnx["prefill_tokens"] == 0  # exported without a prefill entry
+    assert eager["prefill_tokens"] == 64 and eager["bytes_per_token"] > 0
     assert report["host"]["cores"] >= 1 and report["host"]["versions"]["torch"].startswith("2.13")
     roof = report["roofline"]  # the host's decode limit: no runtime beats it
     assert roof["bytes_per_token"] > 0 and roof["roofline_tokens_per_s"] > 0

@@ -35,6 +35,26 @@ def _fired(u: Tensor, threshold: Tensor, strict: bool) -> Tensor:
     return (u > threshold if strict else u >= threshold).to(u.dtype)
 
 
+def _lif_step(v, s, current_t, beta, threshold, reset, delayed_reset, strict, forced_t=None):
+    """One step: (potential the spike is read from, H of it, membrane after the step) from the membrane
+    ``v`` and the previous step's H ``s`` (delayed reset; None at the first step: H(v0))."""
+    if delayed_reset:
+        carried = _fired(v, threshold, strict) if s is None else s  # r[t], the spike of the previous step
+        if reset == "subtract":
+            v = beta * v + current_t - carried * threshold
+        elif reset == "zero":
+            v = beta * (v * (1.0 - carried)) + current_t
+        else:
+            v = beta * v + current_t
+        u = v
+        s = _fired(u, threshold, strict) if forced_t is None else forced_t
+    else:
+        u = beta * v + current_t
+        s = _fired(u, threshold, strict) if forced_t is None else forced_t
+        v = u - s * threshold if reset == "subtract" else u * (1.0 - s) if reset == "zero" else u
+    return u, s, v
+
+
 def _lif_steps(current, v0, beta, threshold, reset, delayed_reset, strict, forced=None):
     """Yield (potential the spike is read from, H of it, membrane after the step) for every t;
     ``forced`` [T, ...] (0 / 1) replaces H by given spikes (``lif_following``)."""
@@ -42,21 +62,26 @@ def _lif_steps(current, v0, beta, threshold, reset, delayed_reset, strict, force
     threshold = threshold.to(current.dtype)
     v, s = v0, None
     for t in range(current.shape[0]):
-        if delayed_reset:
-            carried = _fired(v, threshold, strict) if s is None else s  # r[t], the spike of the previous step
-            if reset == "subtract":
-                v = beta * v + current[t] - carried * threshold
-            elif reset == "zero":
-                v = beta * (v * (1.0 - carried)) + current[t]
-            else:
-                v = beta * v + current[t]
-            u = v
-            s = _fired(u, threshold, strict) if forced is None else forced[t]
-        else:
-            u = beta * v + current[t]
-            s = _fired(u, threshold, strict) if forced is None else forced[t]
-            v = u - s * threshold if reset == "subtract" else u * (1.0 - s) if reset == "zero" else u
+        u, s, v = _lif_step(v, s, current[t], beta, threshold, reset, delayed_reset, strict, None if forced is None else forced[t])
         yield u, s, v
+
+
+def lif_scan(current, v0, beta, threshold, graded, reset, delayed_reset=False, strict=False) -> tuple[Tensor, Tensor]:
+    """``lif_reference`` as one ``torch.scan`` over the steps, the same step op for op: a loop in the
+    exported graph instead of T copies of the step (long prefill steps: S tokens x T timesteps)."""
+    from torch._higher_order_ops.scan import scan
+
+    check_lif_args(current, v0, reset)
+    beta = beta.to(current.dtype).clamp(0.0, 1.0)
+    threshold = threshold.to(current.dtype)
+
+    def combine(carry, current_t):
+        v, s = carry
+        _, s, v = _lif_step(v, s, current_t, beta, threshold, reset, delayed_reset, strict)
+        return (v, s), s.clone()
+
+    (v, _), fired = scan(combine, (v0, _fired(v0, threshold, strict)), current)
+    return fired * graded.to(current.dtype), v
 
 
 def check_lif_args(current: Tensor, v0: Tensor, reset: str) -> None:

@@ -35,10 +35,13 @@ class MILInterpreterSession:
     runtime = "mil-interpreter"
 
     def __init__(self, directory: Path, manifest: dict):
-        from edgespike.runtimes.coreml.interpreter import MILProgram
+        from edgespike.runtimes.coreml.interpreter import MILProgram, read
 
         self.manifest = manifest
-        self.program = MILProgram.load(directory / manifest["model_file"])
+        program = read(directory / manifest["model_file"])
+        prefill = (manifest.get("prefill") or {}).get("function")
+        self.program = MILProgram(program)
+        self.prefill_program = MILProgram(program, prefill) if prefill else None
         self.output = manifest["outputs"][0]["name"]
         self.spike_values = tuple(manifest.get("spike_values", ()))
         self.last_spikes: list[np.ndarray] = []
@@ -61,6 +64,12 @@ class MILInterpreterSession:
         self.last_spikes = [values[name] for name in self.spike_values]
         return np.asarray(values[self.output], dtype=np.float32)[0]
 
+    def prefill_chunk(self, tokens: list[int]) -> np.ndarray:
+        inputs = {"tokens": np.array([tokens], dtype=np.int32), **position_inputs(self.manifest, self.position, len(tokens))}
+        values = self.prefill_program.run(inputs, self.state)
+        self.position += len(tokens)
+        return np.asarray(values[self.output], dtype=np.float32)[0]
+
 
 class CoreMLSession:
     def __init__(self, directory: Path, manifest: dict):
@@ -68,7 +77,10 @@ class CoreMLSession:
 
         self.manifest = manifest
         self.runtime = f"Core ML via coremltools {ct.__version__}"
-        self.model = ct.models.MLModel(str(directory / manifest["model_file"]), compute_units=ct.ComputeUnit.CPU_AND_GPU)
+        path, units = str(directory / manifest["model_file"]), ct.ComputeUnit.CPU_AND_GPU
+        self.model = ct.models.MLModel(path, compute_units=units)
+        prefill = (manifest.get("prefill") or {}).get("function")
+        self.prefill_model = ct.models.MLModel(path, compute_units=units, function_name=prefill) if prefill else None
         self.output = manifest["outputs"][0]["name"]
         self.reset()
 
@@ -86,6 +98,13 @@ class CoreMLSession:
         inputs = {"tokens": np.array([[token]], dtype=np.int32), **position_inputs(self.manifest, self.position)}
         out = self.model.predict(inputs, state=self.state)
         self.position += 1
+        return np.asarray(out[self.output], dtype=np.float32)[0]
+
+    def prefill_chunk(self, tokens: list[int]) -> np.ndarray:
+        """The prefill function over the decode function's MLState (one state serves both functions)."""
+        inputs = {"tokens": np.array([tokens], dtype=np.int32), **position_inputs(self.manifest, self.position, len(tokens))}
+        out = self.prefill_model.predict(inputs, state=self.state)
+        self.position += len(tokens)
         return np.asarray(out[self.output], dtype=np.float32)[0]
 
 

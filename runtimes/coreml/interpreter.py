@@ -23,12 +23,12 @@ STATE_OPS = {"const", "read_state", "coreml_update_state"}  # handled by the int
 
 
 class MILProgram:
-    """The main function of an ML Program (a coremltools ``Program``), runnable with numpy."""
+    """A function of an ML Program (a coremltools ``Program``; ``main`` by default), runnable with numpy."""
 
-    def __init__(self, program):
+    def __init__(self, program, function: str = "main"):
         from coremltools.converters.mil.mil import types
 
-        self.function = program.functions["main"]
+        self.function = program.functions[function]
         self.state_names = [name for name, var in self.function.inputs.items() if types.is_state(var.sym_type)]
         self.output_names = [var.name for var in self.function.outputs]
         unknown = sorted({op.op_type for op in self.function.operations} - set(OPS) - STATE_OPS)
@@ -39,19 +39,9 @@ class MILProgram:
             )
 
     @classmethod
-    def load(cls, package: str | Path) -> "MILProgram":
-        """Read a saved .mlpackage (program and weight blobs) with coremltools' own loaders."""
-        import coremltools as ct
-        from coremltools.converters.mil.frontend.milproto.load import load as load_mil
-
-        try:
-            mlmodel = ct.models.MLModel(str(package), skip_model_load=True)
-            spec = mlmodel.get_spec()
-            program = load_mil(model_spec=spec, specification_version=spec.specificationVersion, file_weights_dir=mlmodel.weights_dir)
-        except Exception as err:  # coremltools raises bare Exception/RuntimeError/OSError for a damaged package
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise EdgespikeError(f"cannot read the Core ML package {package}: {first}; re-export the model") from None
-        return cls(program)
+    def load(cls, package: str | Path, function: str = "main") -> "MILProgram":
+        """``function`` of a saved .mlpackage (``read``)."""
+        return cls(read(package), function)
 
     def initial_state(self) -> dict[str, np.ndarray]:
         """Zeros for every state, in the state's declared dtype (Core ML states start zeroed)."""
@@ -106,3 +96,18 @@ def _promote(arg):
     if isinstance(arg, np.ndarray) and arg.dtype == np.float16:
         return arg.astype(np.float32)
     return arg
+
+
+def read(package: str | Path):
+    """The coremltools ``Program`` of a saved .mlpackage (program and weight blobs), read with its own loaders."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as load_mil
+
+    try:
+        mlmodel = ct.models.MLModel(str(package), skip_model_load=True)
+        spec = mlmodel.get_spec()
+        program = load_mil(model_spec=spec, specification_version=spec.specificationVersion, file_weights_dir=mlmodel.weights_dir)
+    except Exception as err:  # coremltools raises bare Exception/RuntimeError/OSError for a damaged package
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EdgespikeError(f"cannot read the Core ML package {package}: {first}; re-export the model") from None
+    return program

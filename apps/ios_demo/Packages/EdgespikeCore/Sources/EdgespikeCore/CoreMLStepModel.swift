@@ -12,12 +12,16 @@ public actor CoreMLStepModel: StepModel {
     public nonisolated let loadTime: Duration
     public nonisolated let compiledNow: Bool
     private let model: MLModel
+    /// The package's prefill function (the manifest's `prefill`), over the same `state`.
+    private let prefillModel: MLModel?
     private var state: MLState
     /// The next token's absolute position, fed to positional models.
     private var position = 0
 
-    private init(model: MLModel, manifest: Manifest, computeUnits: ComputeUnits, loadTime: Duration, compiledNow: Bool) {
+    private init(model: MLModel, prefillModel: MLModel?, manifest: Manifest, computeUnits: ComputeUnits, loadTime: Duration,
+                 compiledNow: Bool) {
         self.model = model
+        self.prefillModel = prefillModel
         self.manifest = manifest
         self.computeUnits = computeUnits
         self.loadTime = loadTime
@@ -31,6 +35,7 @@ public actor CoreMLStepModel: StepModel {
         let clock = ContinuousClock()
         let start = clock.now
         let model: MLModel
+        var prefillModel: MLModel? = nil
         let compiledNow: Bool
         do {
             let (compiled, fresh) = try await compiledModel(at: folder.appending(path: manifest.modelFile))
@@ -38,11 +43,17 @@ public actor CoreMLStepModel: StepModel {
             let configuration = MLModelConfiguration()
             configuration.computeUnits = computeUnits.mlComputeUnits
             model = try await MLModel.load(contentsOf: compiled, configuration: configuration)
+            if let function = manifest.prefill?.function {  // the same compiled package, its second function
+                let prefillConfiguration = MLModelConfiguration()
+                prefillConfiguration.computeUnits = computeUnits.mlComputeUnits
+                prefillConfiguration.functionName = function
+                prefillModel = try await MLModel.load(contentsOf: compiled, configuration: prefillConfiguration)
+            }
         } catch {
             throw EdgespikeError.modelLoad(computeUnits: computeUnits, detail: error.localizedDescription)
         }
         try manifest.validate(against: ModelSignature(model.modelDescription))
-        let stepModel = CoreMLStepModel(model: model, manifest: manifest, computeUnits: computeUnits,
+        let stepModel = CoreMLStepModel(model: model, prefillModel: prefillModel, manifest: manifest, computeUnits: computeUnits,
                                         loadTime: clock.now - start, compiledNow: compiledNow)
         _ = try await stepModel.step(token: 0)
         try await stepModel.reset()
@@ -55,23 +66,47 @@ public actor CoreMLStepModel: StepModel {
     }
 
     public func step(token: Int) throws -> StepOutput {
+        try run(model, tokens: [token])
+    }
+
+    /// Whole chunks of `manifest.prefill.tokens` through the prefill function, the rest step by step.
+    public func prefill(tokens: [Int]) throws -> StepOutput {
+        var output = StepOutput(logits: [])
+        var done = 0
+        if let prefillModel, let chunk = manifest.prefill?.tokens, chunk > 0 {
+            while tokens.count - done >= chunk {
+                try Task.checkCancellation()
+                output = try run(prefillModel, tokens: Array(tokens[done..<done + chunk]))
+                done += chunk
+            }
+        }
+        for token in tokens[done...] {
+            try Task.checkCancellation()
+            output = try step(token: token)
+        }
+        return output
+    }
+
+    /// `tokens` [1, n] through `function` (the decode step, or the prefill function) at `position`, over `state`.
+    private func run(_ function: MLModel, tokens: [Int]) throws -> StepOutput {
         guard let input = manifest.inputs.first, let logitsName = manifest.logitsOutput?.name else {
             throw EdgespikeError.manifestMismatch("no token input or logits output")
         }
-        var inputs = [input.name: MLFeatureValue(multiArray: MLMultiArray(MLShapedArray<Int32>(scalars: [Int32(token)], shape: input.shape)))]
+        let ids = MLShapedArray<Int32>(scalars: tokens.map { Int32($0) }, shape: [1, tokens.count])
+        var inputs = [input.name: MLFeatureValue(multiArray: MLMultiArray(ids))]
         if let positionInput = manifest.position {
             let limit = manifest.maxSeqLen ?? 0
-            guard position < limit else { throw EdgespikeError.contextFull(maxSeqLen: limit) }
+            guard position + tokens.count <= limit else { throw EdgespikeError.contextFull(maxSeqLen: limit) }
             inputs[positionInput.name] = MLFeatureValue(multiArray: MLMultiArray(MLShapedArray<Int32>(scalars: [Int32(position)], shape: positionInput.shape)))
         }
         let result: any MLFeatureProvider
         do {
             let features = try MLDictionaryFeatureProvider(dictionary: inputs)
-            result = try model.prediction(from: features, using: state, options: MLPredictionOptions())
+            result = try function.prediction(from: features, using: state, options: MLPredictionOptions())
         } catch {
             throw EdgespikeError.prediction(computeUnits: computeUnits, detail: error.localizedDescription)
         }
-        position += 1
+        position += tokens.count
         guard let logits = result.featureValue(for: logitsName)?.multiArrayValue else {
             throw EdgespikeError.manifestMismatch("the model returned no \"\(logitsName)\"")
         }

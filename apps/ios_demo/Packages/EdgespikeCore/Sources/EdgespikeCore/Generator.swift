@@ -23,8 +23,9 @@ public struct GenerationMetrics: Sendable, Equatable {
     }
 }
 
-/// Drives a `StepModel` with a `TextTokenizer`: prefill the prompt one token at a time (the
-/// model carries its state, so a conversation only ever feeds the new text), then sample.
+/// Drives a `StepModel` with a `TextTokenizer`: prefill the prompt (through the model's prefill
+/// entry where it has one; the model carries its state, so a conversation only ever feeds the new
+/// text), then sample.
 public struct Generator: Sendable {
     public let model: any StepModel
     public let tokenizer: any TextTokenizer
@@ -59,11 +60,7 @@ public struct Generator: Sendable {
         var sampler = Sampler(options: options)
         var detokenizer = Detokenizer(tokenizer: tokenizer)
         var history = promptIDs
-        var output = StepOutput(logits: [])
-        for token in promptIDs {
-            try Task.checkCancellation()
-            output = try await model.step(token: token)
-        }
+        var output = try await model.prefill(tokens: promptIDs)
         var firstTokenAt = start
         while metrics.generatedTokens < options.maxNewTokens {
             if Task.isCancelled {

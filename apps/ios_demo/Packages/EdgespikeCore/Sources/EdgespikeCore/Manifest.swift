@@ -19,11 +19,23 @@ public struct Manifest: Codable, Sendable, Equatable {
     public let states: [StateSpec]
     /// Positional models (RoPE) only: the step's `position` input stops being valid here.
     public let maxSeqLen: Int?
+    /// The package's second function, the step over `tokens` prompt tokens; nil: none (or an older export).
+    public let prefill: Prefill?
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", edgespikeVersion = "edgespike_version", family, target
         case modelFile = "model_file", precision, timesteps, vocabSize = "vocab_size", config, inputs, outputs, states
-        case maxSeqLen = "max_seq_len"
+        case maxSeqLen = "max_seq_len", prefill
+    }
+
+    public struct Prefill: Codable, Sendable, Equatable {
+        public let tokens: Int
+        /// The Core ML function's name (`MLModelConfiguration.functionName`).
+        public let function: String?
+
+        enum CodingKeys: String, CodingKey {
+            case tokens, function
+        }
     }
 
     public struct Config: Codable, Sendable, Equatable {

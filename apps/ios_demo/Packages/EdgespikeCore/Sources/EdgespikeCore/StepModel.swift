@@ -6,6 +6,21 @@ public protocol StepModel: Sendable {
     func step(token: Int) async throws -> StepOutput
     /// Forgets the conversation: a fresh, zeroed state.
     func reset() async throws
+    /// Runs the prompt `tokens` (at least one) in as few calls as the model can, updating its carried state:
+    /// the output after the last.
+    func prefill(tokens: [Int]) async throws -> StepOutput
+}
+
+extension StepModel {
+    /// A model without a prefill entry: the prompt token by token.
+    public func prefill(tokens: [Int]) async throws -> StepOutput {
+        var output = StepOutput(logits: [])
+        for token in tokens {
+            try Task.checkCancellation()
+            output = try await step(token: token)
+        }
+        return output
+    }
 }
 
 /// The text side of the model.

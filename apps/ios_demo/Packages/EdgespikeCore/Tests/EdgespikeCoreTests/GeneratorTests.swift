@@ -21,11 +21,37 @@ actor CountingModel: StepModel {
     func reset() { resets += 1 }
 }
 
+/// A model with a prefill entry: records the prompts it was given in one call.
+actor PrefillingModel: StepModel {
+    private(set) var prefills: [[Int]] = []
+    private let counting = CountingModel()
+
+    func step(token: Int) async throws -> StepOutput { try await counting.step(token: token) }
+
+    func prefill(tokens: [Int]) async throws -> StepOutput {
+        prefills.append(tokens)
+        return try await counting.step(token: tokens[tokens.count - 1])
+    }
+
+    func reset() {}
+}
+
 final class GeneratorTests: XCTestCase {
     private func greedy(_ maxNewTokens: Int) -> SamplingOptions {
         var options = SamplingOptions()
         (options.temperature, options.maxNewTokens, options.stopAtEOS) = (0, maxNewTokens, true)
         return options
+    }
+
+    func testThePromptGoesThroughPrefillInOneCall() async throws {
+        let model = PrefillingModel()
+        var ids: [Int] = []
+        for try await event in Generator(model: model, tokenizer: ByteTokenizer()).generate(prompt: "abc", options: greedy(2)) {
+            if case let .token(id, _, _) = event { ids.append(id) }
+        }
+        let prefills = await model.prefills
+        XCTAssertEqual(prefills, [[97, 98, 99]])
+        XCTAssertEqual(ids, [100, 101])
     }
 
     func testStreamsTokensTextActivityAndMetrics() async throws {
