@@ -9,8 +9,8 @@ chunk, the state reset after it: lazily opened graphs, compiled kernels), then p
 ``new_tokens`` greedily from its own logits, timing every step. Reported per entry: load time (cold:
 the runtime's import, the model's opening and the warm-up), TTFT, token-by-token prompt time and
 their ratio, decode latency p50/p90/p99, tokens/s (1 / mean decode latency), bytes per token (the
-weights as the artifact stores them, each read once per decode step: its model files, an upper bound
-since an embedding table is read one row at a time; eager: its frozen tensors) and the bandwidth
+weights as the artifact stores them, each read once per decode step: its model files but a prefill
+graph, an upper bound since an embedding table is read one row at a time; eager: its frozen tensors) and the bandwidth
 that makes, peak resident memory of the worker process, artifact size, tokens/s as a ratio to the
 baseline and as a fraction of the host's decode roofline (``edgespike.profile``: measured bandwidth
 / bytes per token, or peak / ops). The eager baseline is the model the manifest records (for
@@ -204,7 +204,9 @@ def _measure(entry: Entry, tokens: list[int], new_tokens: int) -> dict:
         from edgespike.runtimes import load as load_session
 
         session = load_session(entry.artifact, runtime=entry.runtime)
-        stored = model_bytes(Path(entry.artifact), read_manifest(entry.artifact, verify=False))
+        manifest = read_manifest(entry.artifact, verify=False)
+        prefill_file = (manifest.get("prefill") or {}).get("model_file")  # a second graph decode does not read
+        stored = model_bytes(Path(entry.artifact), manifest) - (Path(entry.artifact, prefill_file).stat().st_size if prefill_file else 0)
     else:
         import torch
 

@@ -19,6 +19,9 @@ offset is subtracted as a float: onnxruntime 1.32's constant folding fails on a 
 point.) int8 codes stay INT8; fp16 weights are FLOAT16 behind a Cast. Past 1 GB of weights they
 are written to ``model.onnx.data`` beside the graph (protobuf cannot hold 2 GB), and the session
 reads them there.
+
+Prefill: ``prefill.onnx`` is the same step at tokens [B, ``prefill.tokens``] (manifest); the weights
+then go to ``model.onnx.data`` whatever their size, and its initializers point into that file.
 """
 
 from __future__ import annotations
@@ -478,17 +481,18 @@ class OnnxExporter:
         ops = _ops()
         _register_schemas(ops)
         model, packed = _graph(step, 1, ops)
-        # written tensor by tensor (no protobuf ever holds the weights); past 1 GB into one external data file
-        external = sum(value.const_value.nbytes for value in model.graph.initializers.values()) > EXTERNAL_DATA_BYTES
+        prefill = prefill_tokens(step, options, self.prefill_tokens)
+        # written tensor by tensor (no protobuf ever holds the weights); past 1 GB, or to be shared with the
+        # prefill graph, into one external data file
+        external = bool(prefill) or sum(value.const_value.nbytes for value in model.graph.initializers.values()) > EXTERNAL_DATA_BYTES
         ir.save(model, staging / MODEL_FILE, external_data=EXTERNAL_DATA_FILE if external else None, size_threshold_bytes=1024)
         used = sum(node.domain == DOMAIN for node in model.graph)
         del model
         onnx.checker.check_model(str(staging / MODEL_FILE), full_check=True)
         log.info("onnx: %d ai.edgespike nodes, initializers packed: %s", used, packed)
-        prefill = prefill_tokens(step, options, self.prefill_tokens)
-        if prefill:  # the same step at [B, prefill], its weights those of model.onnx.data where that holds them
+        if prefill:  # the same step at [B, prefill], its weights those of model.onnx.data
             model, _ = _graph(step, prefill, ops)
-            shared = _share_weights(model, staging / MODEL_FILE) if external else 0
+            shared = _share_weights(model, staging / MODEL_FILE)
             ir.save(model, staging / PREFILL_FILE)
             del model
             onnx.checker.check_model(str(staging / PREFILL_FILE), full_check=True)
