@@ -38,6 +38,7 @@ from torch import nn
 from edgespike.capture import POSITION, DecodeStep
 from edgespike.exporters.registry import ExportOptions, prefill_tokens, register_exporter, step_io
 from edgespike.ops.lif import RESETS
+from edgespike.quant.packing import CODE_FIELDS, pack_fields
 
 log = logging.getLogger(__name__)
 
@@ -315,30 +316,6 @@ def _register_schemas(ops: list[OnnxOp]) -> None:
 # --- weights, packed ------------------------------------------------------------------------------
 
 
-def _pack_fields(fields: np.ndarray, bits: int) -> bytes:
-    """Unsigned ``bits``-bit ``fields``, first element in the lowest bits (ONNX UINT2 / UINT4, MatMulNBits)."""
-    per_byte = 8 // bits
-    fields = fields.astype(np.uint8).reshape(-1)
-    fields = np.pad(fields, (0, (-fields.size) % per_byte)).reshape(-1, per_byte)
-    packed = np.zeros(fields.shape[0], np.uint8)
-    for i in range(per_byte):
-        packed |= fields[:, i] << (i * bits)
-    return packed.tobytes()
-
-
-@dataclass(frozen=True)
-class CodeField:
-    """Integer codes in [-offset, 2^bits - 1 - offset], stored as unsigned fields of code + offset."""
-
-    kind: str
-    dtype_name: str  # onnx_ir.DataType member
-    bits: int
-    offset: int
-    low: int
-    high: int
-
-
-CODE_FIELDS = (CodeField("uint2", "UINT2", 2, 1, -1, 1), CodeField("uint4", "UINT4", 4, 8, -8, 7))
 FP16_MIN_ELEMENTS = 1024  # smaller float constants (norm weights, biases, scales) stay fp32
 
 
@@ -352,7 +329,7 @@ def _packed_form(tensor):
         values = tensor.numpy()
         for field in CODE_FIELDS:
             if values.size and field.low <= values.min() and values.max() <= field.high:
-                packed = np.frombuffer(_pack_fields(values.astype(np.int16) + field.offset, field.bits), np.uint8)
+                packed = pack_fields(values.reshape(-1).astype(np.int16) + field.offset, field.bits)  # flat, as ONNX packs
                 return field.kind, ir.PackedTensor(packed, getattr(ir.DataType, field.dtype_name), shape=values.shape), field.offset
     elif tensor.dtype == ir.DataType.FLOAT and tensor.size >= FP16_MIN_ELEMENTS:
         values = tensor.numpy()

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgespike.quant.packing import CODE_FIELDS
 from edgespike.runtimes.registry import check_token, missing_runtime, position_inputs, register_runtime
 
 EDGESPIKE = "ai.edgespike"
 BLOCK_SIZES = (128, 64, 32, 16)  # the largest dividing K: measured fastest first
 DENSE_PIECES = 3
 SHAPE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Expand", "Slice"}
-FIELD_BITS = {"UINT2": 2, "UINT4": 4}
 
 
 class _Graph:
@@ -44,7 +44,7 @@ class _Graph:
         self.graph = graph
         self.producer = {out: node for node in graph.node for out in node.output}
         self.initializer = {init.name: init for init in graph.initializer}
-        self.bits_of = {getattr(TensorProto, name): bits for name, bits in FIELD_BITS.items()}
+        self.bits_of = {getattr(TensorProto, field.dtype_name): field.bits for field in CODE_FIELDS}
         self.constants: set[str] = set()
 
     def scalar(self, name: str) -> bool:
@@ -154,13 +154,14 @@ def _dense_sum(g: _Graph, x: str, y: str, n: int, out: str, prefix: str) -> list
     ]
 
 
-def _timesteps(graph, name: str) -> int | None:
-    """The static leading dimension of value ``name``, if the graph declares it."""
+def _leading_dims(graph) -> dict[str, int]:
+    """The static leading dimension of every value the graph declares one for (a LIF current's: its steps)."""
+    dims = {}
     for info in (*graph.value_info, *graph.input):
-        if info.name == name:
-            dims = info.type.tensor_type.shape.dim
-            return dims[0].dim_value or None if dims else None
-    return None
+        shape = info.type.tensor_type.shape.dim
+        if shape and shape[0].dim_value and info.name not in dims:
+            dims[info.name] = shape[0].dim_value
+    return dims
 
 
 def _unrolled_lif(g: _Graph, node, timesteps: int, prefix: str) -> list:
@@ -255,8 +256,9 @@ def specialise(model) -> dict[str, int]:
         replaced[index] = nodes
         dropped.append((fields, dequantize, sub))
         counts["spike_fed" if spiking else "dense"] += 1
+    leading = _leading_dims(model.graph)
     for index, node in enumerate(model.graph.node):
-        timesteps = _timesteps(model.graph, node.input[0]) if node.domain == EDGESPIKE and node.op_type == "LIF" else None
+        timesteps = leading.get(node.input[0]) if node.domain == EDGESPIKE and node.op_type == "LIF" else None
         if timesteps:
             replaced[index] = _unrolled_lif(g, node, timesteps, f"edgespike.ort.lif{index}")
             counts["lif_unrolled"] += 1

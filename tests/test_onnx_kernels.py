@@ -15,6 +15,7 @@ from edgespike import models
 from edgespike.exporters import ExportOptions, export
 from edgespike.exporters import onnx as onnx_exporter
 from edgespike.ops.lif import RESETS
+from edgespike.quant.packing import pack_fields
 from edgespike.runtimes import load
 from edgespike.runtimes import onnxruntime as ort_runtime
 from edgespike.runtimes.onnxruntime import OnnxSession, specialise
@@ -92,7 +93,7 @@ def _one_linear(codes: np.ndarray, scale: np.ndarray, graded: float | None):
     """A graph of one ai.edgespike SpikeLinear over UINT2 codes, as the exporter writes it; fed by a
     LIF's spikes (graded by ``graded``) or, with None, by a dense input."""
     n, k = codes.shape
-    fields = helper.make_tensor("codes.uint2", TensorProto.UINT2, [n, k], onnx_exporter._pack_fields(codes + 1, 2), raw=True)
+    fields = helper.make_tensor("codes.uint2", TensorProto.UINT2, [n, k], pack_fields(codes.reshape(-1) + 1, 2).tobytes(), raw=True)
     nodes = [
         helper.make_node("DequantizeLinear", ["codes.uint2", "unit"], ["fields"]),
         helper.make_node("Sub", ["fields", "offset"], ["codes"]),
