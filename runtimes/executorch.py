@@ -33,7 +33,7 @@ class ExecuTorchSession:
             program = Runtime.get().load_program(self.path)
             # every method loaded before any runs: loading one (re)writes the shared state's initial zeros
             self.loaded = {name: program.load_method(name) for name in self.methods}
-        self.program = program
+        self.program = program  # owns the methods' memory: kept alive with them
         self.position = 0
 
     def _run(self, method: str, tokens: list[int]) -> np.ndarray:
