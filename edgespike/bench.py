@@ -200,13 +200,12 @@ def _measure(entry: Entry, tokens: list[int], new_tokens: int) -> dict:
 
     start = time.perf_counter()
     if entry.artifact:
-        from edgespike.artifact import model_bytes, read_manifest
+        from edgespike.artifact import model_bytes
         from edgespike.runtimes import load as load_session
 
         session = load_session(entry.artifact, runtime=entry.runtime)
-        manifest = read_manifest(entry.artifact, verify=False)
-        prefill_file = (manifest.get("prefill") or {}).get("model_file")  # a second graph decode does not read
-        stored = model_bytes(Path(entry.artifact), manifest) - (Path(entry.artifact, prefill_file).stat().st_size if prefill_file else 0)
+        prefill_file = (session.manifest.get("prefill") or {}).get("model_file")  # a second graph decode does not read
+        stored = model_bytes(Path(entry.artifact), session.manifest) - (Path(entry.artifact, prefill_file).stat().st_size if prefill_file else 0)
     else:
         import torch
 

@@ -89,15 +89,16 @@ def session_stepper(session) -> Stepper:
 
 def eager_stepper(model: SpikingLM) -> Stepper:
     """An eager model that owns its carried state; the prompt in one forward."""
+    from edgespike.runtimes.registry import check_token
+
     state = model.init_state(1)
     vocab = model.config.vocab_size
 
     @torch.no_grad()
     def run(tokens: list[int]) -> Tensor:
         nonlocal state
-        bad = next((token for token in tokens if not 0 <= token < vocab), None)
-        if bad is not None:
-            raise EdgespikeError(f"token id {bad} is outside the vocabulary [0, {vocab})")
+        for token in tokens:
+            check_token(token, vocab)
         logits, state = model(torch.tensor([tokens]), state)
         return logits[0, -1]
 

@@ -226,7 +226,8 @@ class CoreMLExporter:
             for buffer in (spec.buffer, spec.lo_buffer)
             if buffer
         ]
-        mlmodel = _convert(step, 1, bool(populations), states, _compute_precision(options.precision, state_precision))
+        compute_precision = _compute_precision(options.precision, state_precision)
+        mlmodel = _convert(step, 1, bool(populations), states, compute_precision)
         operations = mlmodel._mil_program.functions["main"].operations
         coded = [op.name for op in operations if op.op_type in COMPRESSED_OP.values() and CODED_SUFFIX in op.name]
         spike_values = [op.outputs[0].name for op in operations if op.op_type == "stack" and SPIKES_SUFFIX in op.outputs[0].name]
@@ -235,7 +236,7 @@ class CoreMLExporter:
             parts = staging / "functions"
             mlmodel.save(str(parts / "main.mlpackage"))
             del mlmodel
-            _convert(step, prefill, False, states, _compute_precision(options.precision, state_precision)).save(str(parts / "prefill.mlpackage"))
+            _convert(step, prefill, False, states, compute_precision).save(str(parts / "prefill.mlpackage"))
             functions = ct.utils.MultiFunctionDescriptor()
             for name in ("main", PREFILL_FUNCTION):
                 functions.add_function(str(parts / f"{name}.mlpackage"), src_function_name="main", target_function_name=name)
