@@ -110,6 +110,7 @@ def train_command(
     seq_len: int = typer.Option(64, help="Tokens per training sequence."),
     batch_size: int = typer.Option(16, help="Sequences per step."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (warm-up, then cosine decay)."),
+    weight_decay: float = typer.Option(0.01, help="AdamW weight decay of the matrices (norms and biases get none)."),
     ternary: bool = typer.Option(True, "--ternary/--float", help="Ternary quantization-aware or float training."),
     timesteps: Optional[int] = typer.Option(None, help="LIF timesteps per token (default: the preset's)."),
     eval_every: int = typer.Option(100, help="Steps between validation passes and checkpoints."),
@@ -124,7 +125,8 @@ def train_command(
     from edgespike import data, models
     from edgespike.train import TrainOptions, perplexity, train, unigram_perplexity
 
-    options = TrainOptions(steps=steps, seq_len=seq_len, batch_size=batch_size, lr=lr, eval_every=eval_every, seed=seed)
+    options = TrainOptions(steps=steps, seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                           eval_every=eval_every, seed=seed)
     out = out or Path("runs") / f"{family}-{preset}"
     if not resume and (out / "checkpoint").exists():
         raise EdgespikeError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

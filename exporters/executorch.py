@@ -2,24 +2,28 @@
 
 Integer-coded linears fed by spikes of 0 and one value (ternary, int4, int8 codes; told apart on
 the captured graph, ``graph_walk.spike_source``) become XNNPACK's dynamically quantized linears:
-8-bit activations chosen per token (asymmetric) times the int8 codes per output channel (scale =
-the layer's). That is exact for such spikes: 0 and the spike value are both on the 8-bit grid, and
-the integer sums are exact; the .pte stores the codes, one byte each. The other linears (fed by
-dense values or ternary spikes: an 8-bit input would change the model) get their codes x scale
-folded into fp32 weights. The
+8-bit activations chosen per token (asymmetric) times the codes per output channel (scale = the
+layer's). That is exact for such spikes: 0 and the spike value are both on the 8-bit grid, and
+the integer sums are exact; the .pte stores ternary and int4 codes in 4 bits (XNNPACK's qc4w),
+int8 codes in 8. The other linears (fed by dense values or ternary spikes: an 8-bit input would
+change the model) get their codes x scale folded into fp32 weights. The
 edgespike ops are decomposed to core ATen with their reference kernels (the same Python that
 defines them), keeping the state mutation; the portable kernels run the rest (the LIF recurrence,
 comparisons, softmax).
 
 Prefill: a second method, ``prefill``, is the same step over ``prefill.tokens`` tokens (manifest).
-Both methods' mutable buffers are planned into one shared slot each (``share_mutable_buffers``), so
-they carry one state, given its initial zeros (``InitializedMutableBufferPass``); XNNPACK's
-weights and the other constants are stored once, keyed by their bytes' hash.
+A third, ``set_state``, writes its inputs (the manifest's states, in order) into the state, so a
+runtime can restore a saved state and validation can give eager's state to the program before
+every token. All methods' mutable buffers are planned into one shared slot each
+(``share_mutable_buffers``), so they carry one state, given its initial zeros
+(``InitializedMutableBufferPass``); XNNPACK's weights and the other constants are stored once,
+keyed by their bytes' hash.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from pathlib import Path
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pte"
 PREFILL_METHOD = "prefill"
+SET_STATE_METHOD = "set_state"
 # a LIF over more steps (a prefill: tokens x timesteps) is one loop (torch.scan) in the program, not a copy
 # of the step per step, which made lowering the demo's 16-token prefill take 154 s and 3.6 GB
 UNROLLED_LIF_STEPS = 32
@@ -87,7 +92,17 @@ def spike_fed_linears(step: DecodeStep) -> list[TernaryLinear]:
     return [modules[p] for p in sorted(paths) if isinstance(modules.get(p), TernaryLinear) and modules[p].mode == "frozen"]
 
 
-def _dynamically_quantized(self: TernaryLinear, x: torch.Tensor) -> torch.Tensor:
+# the code range a weight format's codes are declared in: XNNPACK stores [-8, 7] in 4 bits (qc4w)
+CODE_RANGE = {"ternary": (-8, 7), "int4": (-8, 7), "int8": (-127, 127)}
+
+
+def code_bits(weights: str) -> int:
+    """The bits XNNPACK stores a spike-fed linear's codes of format ``weights`` in."""
+    low, high = CODE_RANGE[weights]
+    return (high - low).bit_length()
+
+
+def _dynamically_quantized(self: TernaryLinear, x: torch.Tensor, code_range: tuple[int, int]) -> torch.Tensor:
     """A frozen TernaryLinear as the pattern XNNPACK lowers to a dynamically quantized linear."""
     ops = torch.ops.quantized_decomposed
     scale, zero_point = ops.choose_qparams_per_token_asymmetric.default(x, torch.int8)
@@ -96,22 +111,42 @@ def _dynamically_quantized(self: TernaryLinear, x: torch.Tensor) -> torch.Tensor
     )
     channels = self.codes.shape[0]
     weight = ops.dequantize_per_channel.default(
-        self.codes, self.scale.expand(channels), torch.zeros(channels, dtype=torch.int64), 0, -127, 127, torch.int8
+        self.codes, self.scale.expand(channels), torch.zeros(channels, dtype=torch.int64), 0, *code_range, torch.int8
     )
     y = nn.functional.linear(x, weight)
     return y if self.bias is None else y + self.bias
 
 
 @contextlib.contextmanager
-def dynamically_quantized(linears: list[TernaryLinear]):
-    """``linears`` traced as XNNPACK's dynamically quantized pattern while the context lasts."""
+def dynamically_quantized(linears: list[TernaryLinear], weights: str):
+    """``linears`` (codes of format ``weights``) traced as XNNPACK's dynamically quantized pattern
+    while the context lasts."""
     for linear in linears:
-        linear.forward = _dynamically_quantized.__get__(linear)
+        linear.forward = functools.partial(_dynamically_quantized, linear, code_range=CODE_RANGE[weights])
     try:
         yield
     finally:
         for linear in linears:
             del linear.forward
+
+
+class StateWriter(nn.Module):
+    """The ``set_state`` method: writes its inputs into buffers named as the step's state buffers
+    (the names the shared memory plan matches), one per state spec, in order."""
+
+    def __init__(self, step: DecodeStep):
+        super().__init__()
+        self.names = [spec.buffer for spec in step.specs]
+        for name in self.names:
+            self.register_buffer(name, torch.zeros_like(getattr(step, name)))
+
+    def forward(self, *values: torch.Tensor) -> torch.Tensor:
+        for name, value in zip(self.names, values):
+            getattr(self, name).copy_(value)
+        return torch.zeros(())
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.zeros_like(getattr(self, name)) for name in self.names)
 
 
 def delegated_ops(program) -> int:
@@ -134,7 +169,7 @@ def check_fits(step: DecodeStep) -> None:
     if needed > total:
         raise EdgespikeError(
             f"a {parameters / 1e9:.2f}B-parameter model needs about {size_text(needed)} of memory to lower to executorch "
-            f"(its .pte holds int8 codes, fp32 for linears fed by dense values), this machine has {size_text(total)}; "
+            f"(its .pte holds 4- or 8-bit codes, fp32 for linears fed by dense values), this machine has {size_text(total)}; "
             "export it to onnx or coreml (2-bit weights), or lower it on a larger machine"
         )
 
@@ -144,7 +179,7 @@ class ExecuTorchExporter:
     model_file = MODEL_FILE
     runtime = "executorch"
     default_precision = "fp32"
-    stored_weight_bits = 8  # spike-fed codes; the dense linears' fp32 weights are not counted
+    stored_weight_bits = 4  # spike-fed ternary or int4 codes (int8 ones: 8); the dense linears' fp32 weights are not counted
     prefill_tokens = 64
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
@@ -165,10 +200,12 @@ class ExecuTorchExporter:
         methods = {"forward": 1, **({PREFILL_METHOD: prefill} if prefill else {})}
         programs = {}
         for method, tokens in methods.items():
-            with torch.no_grad(), dynamically_quantized(quantized):
+            with torch.no_grad(), dynamically_quantized(quantized, step.weights):
                 program = export_step(step, tokens).run_decompositions(DECOMPOSITIONS)
             # fold the dense linears' codes -> float weights, so XNNPACK sees static weights it can pack; keep the int8 ones
             programs[method] = constant_prop_pass(program, custom_skip_targets={*_DEFAULT_SKIP_TARGETS, *_QUANT_PRIMITIVES})
+        writer = StateWriter(step)
+        programs[SET_STATE_METHOD] = torch.export.export(writer, writer.example_inputs(), strict=False)
         mutated = sorted(programs["forward"].graph_signature.buffers_to_mutate.values())
         # XNNPACK takes the linears (DESIGN.md); delegating every elementwise op as well splits
         # the graph into one partition per stretch between LIF steps, each lowered separately
@@ -182,14 +219,17 @@ class ExecuTorchExporter:
         (staging / MODEL_FILE).write_bytes(executorch_program.buffer)
         delegates = delegated_ops(edge.exported_program("forward"))
         linears = sum(isinstance(m, TernaryLinear) for m in step.model.modules())
-        log.info("executorch: %d XNNPACK delegate calls, %d mutable state buffers, %d of %d linears int8",
-                 delegates, len(mutated), len(quantized), linears)
+        bits = code_bits(step.weights) if quantized else None
+        log.info("executorch: %d XNNPACK delegate calls, %d mutable state buffers, %d of %d linears int%s",
+                 delegates, len(mutated), len(quantized), linears, bits)
         return {
             **step_io(step),
             "mutable_buffers": mutated,
             "xnnpack_delegates": delegates,
-            "linears": {"int8_codes_dynamic_int8_input": len(quantized), "fp32": linears - len(quantized)},
+            "linears": {f"int{bits}_codes_dynamic_int8_input": len(quantized), "fp32": linears - len(quantized)} if quantized
+                       else {"fp32": linears},
             "prefill": {"tokens": prefill, "method": PREFILL_METHOD} if prefill else None,
+            "set_state_method": SET_STATE_METHOD,
         }
 
 

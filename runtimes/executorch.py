@@ -1,6 +1,6 @@
 """ExecuTorch: runs model.pte through ``executorch.runtime``; the state lives in the
-program's mutable buffers, shared by its methods (``forward`` and ``prefill``), so a reset
-reloads the program (a loaded method is cached: loading it again keeps its state)."""
+program's mutable buffers, shared by its methods (``forward``, ``prefill`` and ``set_state``), so
+a reset reloads the program (a loaded method is cached: loading it again keeps its state)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgespike.errors import EdgespikeError
 from edgespike.runtimes.registry import check_token, missing_runtime, native_output_silenced, position_inputs, register_runtime
 
 
@@ -23,7 +24,8 @@ class ExecuTorchSession:
         self.manifest = manifest
         self.runtime = f"executorch {getattr(executorch, '__version__', '')} (XNNPACK + portable kernels)".replace("  ", " ")
         self.path = directory / manifest["model_file"]
-        self.methods = ["forward", *([manifest["prefill"]["method"]] if (manifest.get("prefill") or {}).get("method") else [])]
+        self.methods = ["forward", *([manifest["prefill"]["method"]] if (manifest.get("prefill") or {}).get("method") else []),
+                        *([manifest["set_state_method"]] if "set_state_method" in manifest else [])]
         self.reset()
 
     def reset(self) -> None:
@@ -41,6 +43,13 @@ class ExecuTorchSession:
         inputs += [torch.from_numpy(value) for value in position_inputs(self.manifest, self.position, len(tokens)).values()]
         self.position += len(tokens)
         return self.loaded[method].execute(inputs)[0][0].numpy()
+
+    def set_state(self, values: dict[str, np.ndarray]) -> None:
+        """Overwrite the carried state (by the manifest's state names) through the ``set_state`` method."""
+        if "set_state_method" not in self.manifest:
+            raise EdgespikeError(f"{self.path} was exported before its state could be set; export it again")
+        states = [torch.from_numpy(np.asarray(values[spec["name"]], np.float32)) for spec in self.manifest["states"]]
+        self.loaded[self.manifest["set_state_method"]].execute(states)
 
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])

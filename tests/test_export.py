@@ -68,24 +68,46 @@ def test_executorch(family, tmp_path):
     assert v["passed"] and v["max_abs_logit_diff"] <= 1e-3 and v["top1_agreement"] >= 0.99
 
 
-def test_executorch_stores_spike_fed_linears_as_int8_codes(tmp_path, monkeypatch):
+def test_executorch_stores_spike_fed_ternary_linears_as_4bit_codes(tmp_path, monkeypatch):
     """pulse: q, k, v, up and down read spikes (XNNPACK's dynamically quantized linears, exact for
     spikes: the rollout within fp32 tolerance); o_proj reads dense values and stays fp32. Against
-    the same export with every linear fp32, the .pte is 3 bytes lighter per int8 weight."""
+    the same export with every linear fp32, the .pte is 3.5 bytes lighter per ternary weight (4-bit
+    codes, qc4w)."""
     from edgespike.exporters import executorch
 
     result = _export("pulse", "executorch", tmp_path)
     model = models.create("pulse", "tiny")
     layers = model.config.n_layers
-    assert result.manifest["linears"] == {"int8_codes_dynamic_int8_input": 5 * layers, "fp32": layers}
+    assert result.manifest["linears"] == {"int4_codes_dynamic_int8_input": 5 * layers, "fp32": layers}
     v = result.manifest["validation"]
     assert v["passed"] and v["max_abs_logit_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
+    assert v["tolerance"]["applies_to"] == "conversion" and v["conversion"]["max_abs_logit_diff"] <= 1e-4
     monkeypatch.setattr(executorch, "spike_fed_linears", lambda step: [])
     dense = _export("pulse", "executorch", tmp_path / "all_fp32")
     block = model.layers[0]
-    int8_weights = layers * sum(m.in_features * m.out_features for m in (block.q_proj, block.k_proj, block.v_proj, block.up, block.down))
+    coded = layers * sum(m.in_features * m.out_features for m in (block.q_proj, block.k_proj, block.v_proj, block.up, block.down))
     saved = (dense.path / "model.pte").stat().st_size - (result.path / "model.pte").stat().st_size
-    assert saved >= 0.95 * 3 * int8_weights
+    assert saved >= 0.95 * 3.5 * coded
+
+
+def test_executorch_set_state_overwrites_the_programs_state(tmp_path):
+    """The .pte's set_state method writes the state both other methods read: a fresh program given
+    eager's state after a prompt continues as eager does, and differs from a fresh program's step."""
+    import numpy as np
+
+    from edgespike.runtimes import load
+    from edgespike.runtimes.eager import EagerSession
+
+    model = models.create("pulse", "tiny")
+    result = export(model, "executorch", tmp_path / "executorch")
+    session, reference = load(result.path), EagerSession(model, result.manifest["timesteps"])
+    for token in (5, 17, 3, 99, 42):
+        reference.step(token)
+    session.set_state({name: value.numpy() for name, value in reference.step_module.state().items()})
+    ours, theirs = session.step(7), reference.step(7)
+    assert np.abs(ours - theirs).max() <= 1e-4
+    session.reset()
+    assert np.abs(session.step(7) - theirs).max() > 1e-2
 
 
 @pytest.mark.parametrize("family", FAMILIES)

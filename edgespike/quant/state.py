@@ -30,7 +30,9 @@ def split_state(value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def round_state(value: np.ndarray, precision: str) -> np.ndarray:
-    """``value`` as a state of ``precision`` holds it, back in fp32."""
+    """``value`` as a state of ``precision`` (or "fp32") holds it, back in fp32."""
+    if precision == "fp32":
+        return np.asarray(value, dtype=np.float32)
     if precision == "fp16":
         return np.asarray(value, dtype=np.float32).astype(np.float16).astype(np.float32)
     hi, lo = split_state(value)
