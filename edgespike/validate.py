@@ -75,10 +75,12 @@ TOLERANCES: dict[str | tuple[str, str], Tolerance] = {  # by target, or (target,
     # top-1 >= 0.95.
     ("coreml", "fp32"): Tolerance(max_abs_logit_diff=0.5, min_top1_agreement=0.9),
     ("coreml", "fp16"): Tolerance(max_abs_logit_diff=1.5, min_top1_agreement=0.9),
-    # NeuronChip simulates integer membranes with a shift leak: the rounding, carried across
-    # tokens, flips ~1-2% of spikes. Measured over 128 held-out tokens: demo max 1.86, top-1
-    # 0.83; tiny presets max <= 0.80, top-1 >= 0.95.
-    "neuronchip": Tolerance(max_abs_logit_diff=2.5, min_top1_agreement=0.75),
+    # NeuronChip simulates integer membranes with a shift leak, on its conversion record (eager's
+    # state given every token, the membranes rounded to membrane units): one token's rounding.
+    # Measured over 64 held-out tokens: demo max 0.53, top-1 1.000; tiny presets max <= 0.05,
+    # top-1 1.000. Carried across tokens (the rollout) the rounding flips ~1 % of spikes: demo
+    # max 1.62, top-1 0.91.
+    "neuronchip": Tolerance(max_abs_logit_diff=1.0, min_top1_agreement=0.95),
     # NIR: the node equations stepped forward-Euler in float64 (runtimes/nir.py) against fp32 eager
     "nir": Tolerance(),
 }
@@ -132,7 +134,8 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
     greedy_ours, greedy_theirs = _greedy(session, ours, greedy, steps_left), _greedy(reference, theirs, greedy, steps_left)
     recorder.remove()
     stepwise = following = None
-    if flips.compared and hasattr(session, "set_state") and manifest.get("state_precision", "fp32") == "fp32":
+    fp32_exact = tolerance == Tolerance() and manifest.get("state_precision", "fp32") == "fp32"  # eager up to reassociation
+    if fp32_exact and flips.compared and hasattr(session, "set_state"):
         following = _following(session, reference, tokens)
     else:
         stepwise = _stepwise(session, model, manifest, tokens)

@@ -152,6 +152,13 @@ class NirSession:
     def reset(self) -> None:
         self.executor.reset()
 
+    def set_state(self, values: dict[str, np.ndarray]) -> None:
+        """Overwrite the neurons' state from a ``nir_graph`` model's (``nodes.{i}.mem`` / ``.syn``, batch 1)."""
+        for i, node in enumerate(self.manifest["config"]["nodes"]):
+            for key, held in (("mem", self.executor.v), ("syn", self.executor.syn)):
+                if f"nodes.{i}.{key}" in values:
+                    held[node["name"]] = _t(values[f"nodes.{i}.{key}"]).reshape(held[node["name"]].shape)
+
     @torch.no_grad()
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.vocab)
@@ -212,6 +219,12 @@ class HostLoopSession:
 
     def reset(self) -> None:
         self.step_module.reset()
+
+    @torch.no_grad()
+    def set_state(self, values: dict[str, np.ndarray]) -> None:
+        """Overwrite the carried state (by the manifest's state names)."""
+        for spec in self.step_module.specs:
+            getattr(self.step_module, spec.buffer).copy_(torch.from_numpy(np.asarray(values[spec.name])))
 
     @torch.no_grad()
     def step(self, token: int) -> np.ndarray:

@@ -193,6 +193,19 @@ def test_every_family_compiles_and_runs(bundles, family):
         assert any("Synapses" == h["type"] for h in mapping["host"])
 
 
+def test_a_chip_sessions_own_state_given_to_a_fresh_one_continues_it(bundles):
+    """set_state round trip: the host state and the chip's integer membranes (given in membrane
+    units) carry over exactly, so validation's state-synced conversion record starts from it."""
+    session, fresh = load(bundles["pulse"]), load(bundles["pulse"])
+    for token in (5, 17, 3, 99):
+        session.step(token)
+    state = {name: value.numpy().copy() for name, value in session.step_module.state().items()}
+    fresh.set_state(state)
+    assert np.array_equal(fresh.step(42), session.step(42))
+    fresh.reset()
+    assert not np.array_equal(fresh.step(42), session.step(42))
+
+
 def test_bundle_edited_after_export_fails_its_checksum(bundles, tmp_path):
     edited = tmp_path / "edited"
     shutil.copytree(bundles["pulse"], edited)

@@ -119,6 +119,26 @@ def test_export_is_standard_nir_and_validates(exported):
     v = manifest["validation"]
     assert v["passed"] and v["max_abs_logit_diff"] <= 1e-4 and v["top1_agreement"] == 1.0 and v["spike_flip_rate"] == 0.0
     assert v["runtime"].startswith("NIR executor")
+    # the executor takes eager's state (set_state) every token: the spike-following conversion record
+    assert v["tolerance"]["applies_to"] == "conversion" and v["conversion"]["max_abs_logit_diff"] <= 1e-4
+
+
+def test_the_executor_takes_eagers_state(exported):
+    """A fresh executor given eager's neuron state (mem and CubaLIF syn) continues as eager does."""
+    from edgespike.runtimes import load
+    from edgespike.runtimes.eager import EagerSession
+
+    out, model = exported
+    session, reference = load(out), EagerSession(model, T, "fp32")  # the export's --weights
+    for token in (1, 4, 2, 7):
+        reference.step(token)
+    state = {name: value.numpy() for name, value in reference.step_module.state().items()}
+    assert any(name.endswith(".syn") for name in state) and all(abs(v).max() > 0 for v in state.values())
+    session.set_state(state)
+    ours, theirs = session.step(3), reference.step(3)
+    assert abs(ours - theirs).max() <= 1e-4
+    session.reset()
+    assert abs(session.step(3) - theirs).max() > 1e-3
 
 
 def test_edgespike_nir_edgespike_round_trip(exported, tmp_path):
@@ -162,6 +182,7 @@ def test_family_with_attention_keeps_its_host_work(tmp_path):
     assert not manifest["runnable"] and "not runnable alone" in manifest["runnable_note"]
     v = manifest["validation"]
     assert v["passed"] and v["max_abs_logit_diff"] <= 1e-3 and v["spikes_compared"] > 0 and v["spike_flip_rate"] == 0.0
+    assert v["tolerance"]["applies_to"] == "conversion" and v["conversion"]["max_abs_logit_diff"] <= 1e-3
 
 
 def _graph_file(path, nodes, edges):

@@ -394,6 +394,9 @@ class SanafeSession(NeuronChipSession):
         self._results: dict[str, dict] = {}  # SANA-FE outputs of the running stage's layers not yet consumed
         self._lif_results: dict[str, dict] = {}  # a LIF layer's outputs, from its linear to its LIF
 
+    def set_state(self, values: dict[str, np.ndarray]) -> None:
+        raise EdgespikeError("the sanafe runtime cannot set SANA-FE's chip state; set it on the neuronchip runtime")
+
     def reset(self) -> None:
         super().reset()
         self._results.clear()

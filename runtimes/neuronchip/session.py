@@ -138,6 +138,14 @@ class NeuronChipSession:
         self._membranes.clear()
 
     @torch.no_grad()
+    def set_state(self, values: dict[str, np.ndarray]) -> None:
+        """Overwrite the carried state (by the manifest's state names); each chip LIF's integer
+        membrane becomes its given one in membrane units, rounded (``_lif``)."""
+        for spec in self.step_module.specs:
+            getattr(self.step_module, spec.buffer).copy_(torch.from_numpy(np.asarray(values[spec.name])))
+        self._membranes.clear()
+
+    @torch.no_grad()
     def step(self, token: int) -> np.ndarray:
         check_token(token, self.manifest["vocab_size"])
         self.last_spikes, self._ledger, self._sim_s = [], Ledger(self.chip), 0.0
@@ -187,8 +195,8 @@ class NeuronChipSession:
         layer = sim.layer
         acc = self._pending.pop(layer.name)
         membrane = self._membranes.get(layer.name)
-        if membrane is None:
-            membrane = np.zeros(acc.shape[1:], dtype=np.int64)
+        if membrane is None:  # after a reset (zeros) or set_state: the host's membrane, in membrane units
+            membrane = np.rint(v0.double().numpy().reshape(acc.shape[1:]) / sim.unit).astype(np.int64)
         spikes, membrane = sim.lif(acc, membrane, self._ledger)
         self._membranes[layer.name] = membrane
         v = torch.from_numpy((membrane * sim.unit).astype(np.float32)).reshape(v0.shape)
