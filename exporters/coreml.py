@@ -2,9 +2,11 @@
 
 The captured decode step (torch.export) goes through coremltools' ExportedProgram frontend.
 The edgespike ops become MIL composites (``register_torch_op``): LIF unrolled over its T
-steps, spike_encode as comparisons, spike_linear as one ``linear`` whose weight is
-codes * scale. Every ternary weight is then palettized ("unique" mode: three values, a 2-bit
-lookup table, ``constexpr_lut_to_dense``). The carried state buffers become Core ML states
+steps, spike_encode as comparisons. A ternary spike_linear is a ``linear`` over its codes (2-bit
+indices into one table (0, 1, -1), ``constexpr_lut_to_dense``), then x the per-channel scale, as
+eager computes it: in fp16 compute the sums of spikes x codes are integers, exact up to 2048, and
+the scale multiply stays fp32. An int8 / int4 one is one ``linear`` whose weight is the codes x
+scale (``constexpr_blockwise_shift_scale``). The carried state buffers become Core ML states
 (``StateType`` named after the buffer). Core ML states are fp16 only, so by default each float
 state is an fp16x2 pair (``edgespike.quant.state``: hi and ``__lo`` states, read as hi + lo),
 which keeps the trained fp32 dynamics; ``--state-precision fp16`` keeps one fp16 state each.
@@ -91,8 +93,15 @@ def _register_composites() -> None:
 
     @register_torch_op(torch_alias=["edgespike::spike_linear"])
     def edgespike_spike_linear(context, node):
+        """Ternary: linear over the codes, then x scale, as eager computes it: in fp16 compute the
+        linear's sums of spikes x codes are integers, exact up to 2048, and the scale is applied in fp32."""
         spikes, codes, scale = _get_inputs(context, node, expected=3)
-        weight = _coded_weight(codes.val, scale.val, _np_dtype(spikes), node.name + CODED_SUFFIX)
+        dtype = _np_dtype(spikes)
+        if _is_ternary(codes.val):
+            sums = mb.linear(x=spikes, weight=_ternary_weight(codes.val, dtype, node.name + CODED_SUFFIX))
+            context.add(mb.mul(x=sums, y=np.asarray(scale.val, np.float32).reshape(-1).astype(dtype), name=node.name))
+            return
+        weight = _coded_weight(codes.val, scale.val, dtype, node.name + CODED_SUFFIX)
         context.add(mb.linear(x=spikes, weight=weight, name=node.name))
 
     @register_torch_op(torch_alias=["edgespike::spike_encode"])
@@ -117,19 +126,27 @@ def _register_composites() -> None:
         context.add(steps[0] if timesteps == 1 else mb.concat(values=steps, axis=0), torch_name=node.name)
 
 
+def _is_ternary(codes: np.ndarray) -> bool:
+    return codes.min() >= -1 and codes.max() <= 1
+
+
+def _ternary_weight(codes: np.ndarray, dtype, name: str):
+    """Ternary codes [out, in] as 2-bit indices into one table (0, 1, -1) (``constexpr_lut_to_dense``)."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    indices = np.where(codes < 0, 2, codes).astype(types.np_uint2_dtype)
+    lut = np.array([0.0, 1.0, -1.0, 0.0], dtype).reshape(1, 1, 4, 1)
+    return mb.constexpr_lut_to_dense(indices=indices, lut=lut, name=name)
+
+
 def _coded_weight(codes: np.ndarray, scale: np.ndarray, dtype, name: str):
-    """codes [out, in] x scale as Core ML stores it, made from the codes without a float copy of the
-    weight: ternary codes as 2-bit indices into a table (0, s, -s) per scale (``constexpr_lut_to_dense``),
-    int4 / int8 codes as data times the per-channel scale (``constexpr_blockwise_shift_scale``). The
-    formats' codes tell them apart: every int8 / int4 row holds its grid's largest code."""
+    """int4 / int8 codes [out, in] x scale as Core ML stores it, made from the codes without a float
+    copy of the weight: data times the per-channel scale (``constexpr_blockwise_shift_scale``)."""
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 
     scale = scale.astype(np.float32).reshape(-1, 1)  # [out, 1] or [1, 1]
-    if codes.min() >= -1 and codes.max() <= 1:
-        indices = np.where(codes < 0, 2, codes).astype(types.np_uint2_dtype)
-        lut = (scale[:, :, None] * np.array([0.0, 1.0, -1.0, 0.0], np.float32)).reshape(scale.shape[0], 1, 4, 1)
-        return mb.constexpr_lut_to_dense(indices=indices, lut=lut.astype(dtype), name=name)
     data = codes.astype(types.np_int4_dtype) if codes.min() >= -8 and codes.max() <= 7 else codes.astype(np.int8)
     return mb.constexpr_blockwise_shift_scale(data=data, scale=np.broadcast_to(scale, (codes.shape[0], 1)).astype(dtype), name=name)
 

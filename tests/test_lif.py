@@ -415,3 +415,41 @@ def test_lif_fake_kernel_traces_under_export():
     program = torch.export.export(M(), (torch.randn(4, 2, 3), torch.zeros(2, 3)))
     targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
     assert "edgespike.lif.default" in targets
+
+
+def test_coreml_ternary_spike_linear_is_exact_in_fp16_compute(tmp_path):
+    """Spikes x ternary codes sum to integers, which fp16 holds exactly up to 2048, and the scale
+    multiply stays fp32: at --precision fp16 the spike-fed linear equals float64's sum to fp32 rounding
+    (a weight of codes x scale rounded to fp16, as it was stored before, is off by ~1e-4 relative)."""
+    import coremltools as ct
+    from edgespike.exporters.coreml import _compute_precision, _register_composites
+    from edgespike.runtimes.coreml.interpreter import MILProgram
+
+    class SpikeFed(torch.nn.Module):
+        def __init__(self, codes, scale):
+            super().__init__()
+            self.register_buffer("codes", codes)
+            self.register_buffer("scale", scale)
+
+        def forward(self, spikes):
+            return torch.ops.edgespike.spike_linear(spikes, self.codes, self.scale)
+
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(-1, 2, (48, 700), generator=generator, dtype=torch.int8)
+    scale = torch.rand(48, generator=generator) * 0.37 + 0.01
+    spikes = (torch.rand(4, 700, generator=generator) < 0.3).float()
+    _register_composites()
+    mlmodel = ct.convert(
+        torch.export.export(SpikeFed(codes, scale), (spikes,)).run_decompositions({}), minimum_deployment_target=ct.target.iOS18,
+        inputs=[ct.TensorType(name="spikes", shape=spikes.shape)], outputs=[ct.TensorType(name="y", dtype=np.float32)],
+        compute_precision=_compute_precision("fp16", "fp16x2"), skip_model_load=True,
+    )
+    mlmodel.save(str(tmp_path / "linear.mlpackage"))
+    program = MILProgram.load(tmp_path / "linear.mlpackage")
+    ops = [op.op_type for op in program.function.operations]
+    assert "cast" in ops and ops.index("mul") > ops.index("matmul")  # the sums in fp16, then the scale in fp32
+    (out,) = program.run({"spikes": spikes.numpy()}, {}).values()
+    exact = (torch.nn.functional.linear(spikes.double(), codes.double()) * scale.double()).numpy()
+    np.testing.assert_allclose(out, exact, rtol=1e-6, atol=1e-6)
+    rounded_weight = (codes.double() * scale.double()[:, None]).half().double()
+    assert np.abs(torch.nn.functional.linear(spikes.double(), rounded_weight).numpy() - exact).max() > 1e-4
