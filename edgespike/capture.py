@@ -41,6 +41,7 @@ from edgespike.quant.state import LO_SUFFIX
 from edgespike.quant.weights import default_format, quantize_weights
 
 MAX_TIMESTEPS = 64
+PREFILL_TOKENS = 64  # a prefill entry's default length (onnx, executorch, eager): a prompt runs in chunks of it
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgespike.capture import DecodeStep, export_step
+from edgespike.capture import PREFILL_TOKENS, DecodeStep, export_step
 from edgespike.errors import EdgespikeError
 from edgespike.staging import size_text
 from edgespike.exporters import graph_walk
@@ -180,7 +180,7 @@ class ExecuTorchExporter:
     runtime = "executorch"
     default_precision = "fp32"
     stored_weight_bits = 4  # spike-fed ternary or int4 codes (int8 ones: 8); the dense linears' fp32 weights are not counted
-    prefill_tokens = 64
+    prefill_tokens = PREFILL_TOKENS
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         try:

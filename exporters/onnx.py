@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgespike.capture import POSITION, DecodeStep
+from edgespike.capture import POSITION, PREFILL_TOKENS, DecodeStep
 from edgespike.exporters.registry import ExportOptions, prefill_tokens, register_exporter, step_io
 from edgespike.ops.lif import RESETS
 from edgespike.quant.packing import CODE_FIELDS, pack_fields
@@ -447,7 +447,7 @@ class OnnxExporter:
     runtime = "onnxruntime"
     default_precision = "fp32"
     stored_weight_bits = None
-    prefill_tokens = 64
+    prefill_tokens = PREFILL_TOKENS
 
     def lower(self, step: DecodeStep, options: ExportOptions, staging: Path) -> dict:
         import onnx

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgespike.capture import DecodeStep, decode_step
+from edgespike.capture import PREFILL_TOKENS, DecodeStep, decode_step
 from edgespike.models import load as load_model
 from edgespike.models.base import SpikingLM
 from edgespike.runtimes.registry import check_token, register_runtime
@@ -18,7 +18,7 @@ class EagerSession:
     """The decode step in eager PyTorch; ``prefill_chunk`` runs ``prefill_tokens`` tokens in one forward."""
 
     def __init__(self, model: SpikingLM, timesteps: int | None = None, weights: str | None = None,
-                 prefill_tokens: int = 64):
+                 prefill_tokens: int = PREFILL_TOKENS):
         self.step_module: DecodeStep = decode_step(model, timesteps, weights=weights)
         config = self.step_module.model.config
         self.manifest = {"family": config.family, "vocab_size": config.vocab_size, "timesteps": config.spike.timesteps,
