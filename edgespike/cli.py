@@ -113,6 +113,7 @@ def train_command(
     weight_decay: float = typer.Option(0.01, help="AdamW weight decay of the matrices (norms and biases get none)."),
     ternary: bool = typer.Option(True, "--ternary/--float", help="Ternary quantization-aware or float training."),
     timesteps: Optional[int] = typer.Option(None, help="LIF timesteps per token (default: the preset's)."),
+    dropout: Optional[float] = typer.Option(None, help="Dropout while training, for families that have it (pulse: the embedding and each residual branch)."),
     eval_every: int = typer.Option(100, help="Steps between validation passes and checkpoints."),
     seed: int = typer.Option(0, help="Seed of initialization and batch sampling."),
     out: Optional[Path] = typer.Option(None, help="Run dir (default runs/FAMILY-PRESET): model/, checkpoint/, metrics.json."),
@@ -138,6 +139,10 @@ def train_command(
     config = models.preset_config(family, preset)
     spike = config.spike if timesteps is None else dataclasses.replace(config.spike, timesteps=timesteps)
     config = config.replace(vocab_size=tokenizer.get_vocab_size(), weights="ternary" if ternary else "float", spike=spike)
+    if dropout is not None:
+        if not hasattr(config, "dropout"):
+            raise EdgespikeError(f"--dropout: the {family} family has no dropout; train it without --dropout")
+        config = config.replace(dropout=dropout)
     torch.manual_seed(seed)
     model = models.build(config)
     model.tokenizer = tokenizer

@@ -122,7 +122,7 @@ def group_codes(linear: TernaryLinear) -> tuple[torch.Tensor, torch.Tensor, int]
     quantizer = getattr(linear, "weight_quantizer", None)
     if linear.mode != "float" or quantizer is None:
         return None
-    grouped = linear.weight.reshape(out_features, -1, quantizer.group)
+    grouped = linear.weight.float().reshape(out_features, -1, quantizer.group)  # as forward computes it (fp16 weights held in fp16)
     scales = quantizer.scales.to(grouped.dtype)
     codes = torch.round(grouped / scales).reshape(out_features, in_features)
     return codes.to(torch.int64), scales[..., 0].float().clone(), quantizer.group

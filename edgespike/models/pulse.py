@@ -44,6 +44,7 @@ class PulseConfig(ModelConfig):
     n_kv_heads: int = 2
     ffn_dim: int = 256  # MLP hidden width
     window: int = 32  # tokens each query sees before itself
+    dropout: float = 0.0  # training only: of the embedding and of each residual branch's output
 
     def __post_init__(self):
         super().__post_init__()
@@ -54,6 +55,8 @@ class PulseConfig(ModelConfig):
             )
         if self.window < 1:
             raise ConfigError(f"pulse: window must be >= 1, got {self.window}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"pulse: dropout must be in [0, 1), got {self.dropout}")
 
 
 class PulseBlock(nn.Module):
@@ -77,6 +80,10 @@ class PulseBlock(nn.Module):
         self.hidden_lif = LIF(cfg.spike)
         self.down = model.linear(cfg.ffn_dim, cfg.d_model)
         self.window = cfg.window
+        self.dropout = cfg.dropout
+
+    def _drop(self, x: Tensor) -> Tensor:
+        return nn.functional.dropout(x, self.dropout) if self.training and self.dropout else x
 
     def init_state(self, batch: int, like: Tensor) -> State:
         d, ffn = self.attn_norm.weight.shape[0], self.up.out_features
@@ -99,11 +106,11 @@ class PulseBlock(nn.Module):
         k = self._heads(mean_over_time(self.k_proj(spikes), T), self.n_kv_heads)
         v = self._heads(mean_over_time(self.v_proj(spikes), T), self.n_kv_heads)
         attn, kv = windowed_attention(q, k, v, sub_state(state, "kv."), self.slopes)
-        x = x + self.o_proj(attn.transpose(1, 2).reshape(batch, seq, d))
+        x = x + self._drop(self.o_proj(attn.transpose(1, 2).reshape(batch, seq, d)))
 
         spikes, v_mlp = self.mlp_lif(repeat_over_time(self.mlp_norm(x), T), state["v_mlp"])
         hidden, v_hidden = self.hidden_lif(self.up(spikes), state["v_hidden"])  # [S*T, B, ffn]
-        x = x + mean_over_time(self.down(hidden), T)
+        x = x + self._drop(mean_over_time(self.down(hidden), T))
         return x, {"v_attn": v_attn, "v_mlp": v_mlp, "v_hidden": v_hidden, **prefixed("kv.", kv)}
 
 
@@ -121,6 +128,8 @@ class Pulse(SpikingLM):
         self.check_tokens(tokens)
         state = self.init_state(tokens.shape[0]) if state is None else state
         x = self.embed(tokens)  # [B, S, d]
+        if self.training and self.config.dropout:
+            x = nn.functional.dropout(x, self.config.dropout)
         x, new_state = self.run_layers(x, state)
         return nn.functional.linear(self.norm(x), self.embed.weight), new_state  # tied head
 

@@ -227,7 +227,7 @@ class QuantLinear(TernaryLinear):
         x = self.spikes.fake_quant(x, self.coded)
         if self.mode != "float":  # ternary QAT, or frozen to an exported weight format
             return super().forward(x)
-        y = nn.functional.linear(x, self.weight_quantizer(self.weight))
+        y = nn.functional.linear(x, self.weight_quantizer(self.weight.to(x.dtype)))
         return y if self.bias is None else y + self.bias
 
 

@@ -77,7 +77,7 @@ class TernaryLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.mode == "float":
-            y = nn.functional.linear(x, self.weight)
+            y = nn.functional.linear(x, self.weight.to(x.dtype))  # an fp16-format weight is held in fp16
         elif self.mode == "qat":
             codes, scale = self.ste_codes()
             y = nn.functional.linear(x, codes) * scale

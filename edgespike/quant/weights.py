@@ -64,6 +64,6 @@ def quantize_linear(linear: nn.Module, weights: str) -> nn.Module:
         levels = INTEGER_LEVELS[weights]
         scale = linear.weight.abs().amax(dim=1).clamp_min(1e-8) / levels
         linear.freeze_to(torch.clamp(torch.round(linear.weight / scale[:, None]), -levels, levels).to(torch.int8), scale)
-    elif weights == "fp16":
-        linear.weight.copy_(linear.weight.half().float())
+    elif weights == "fp16":  # held in fp16 (half the memory of a streamed model), cast in forward
+        linear.weight = nn.Parameter(linear.weight.detach().half(), requires_grad=False)
     return linear
