@@ -131,18 +131,18 @@ def train_command(
     out = out or Path("runs") / f"{family}-{preset}"
     if not resume and (out / "checkpoint").exists():
         raise EdgespikeError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    config = models.preset_config(family, preset)
+    if dropout is not None:
+        if not hasattr(config, "dropout"):
+            raise EdgespikeError(f"--dropout: the {family} family has no dropout; train it without --dropout")
+        config = config.replace(dropout=dropout)
     train_text, held_out_text = data.split_corpus(data.read_corpus(corpus))
     tokenizer = data.train_tokenizer(train_text, tokenizer_kind, vocab_size)
     tokenization = data.check_chunking(tokenizer, train_text + held_out_text)
     train_ids, valid_ids = data.encode(tokenizer, train_text), data.encode(tokenizer, held_out_text)
 
-    config = models.preset_config(family, preset)
     spike = config.spike if timesteps is None else dataclasses.replace(config.spike, timesteps=timesteps)
     config = config.replace(vocab_size=tokenizer.get_vocab_size(), weights="ternary" if ternary else "float", spike=spike)
-    if dropout is not None:
-        if not hasattr(config, "dropout"):
-            raise EdgespikeError(f"--dropout: the {family} family has no dropout; train it without --dropout")
-        config = config.replace(dropout=dropout)
     torch.manual_seed(seed)
     model = models.build(config)
     model.tokenizer = tokenizer

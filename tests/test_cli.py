@@ -34,6 +34,8 @@ def test_models_json_lists_every_family_and_the_evospikenet_table():
         (["export", "nosuch:tiny"], "unknown model family 'nosuch'"),
         (["export", "pulse:tiny", "--target", "tpu"], "unknown target 'tpu'"),
         (["train", "pulse", "--steps", "0"], "--steps must be > 0"),
+        (["train", "evospikenet", "--dropout", "0.1"], "the evospikenet family has no dropout"),
+        (["train", "pulse", "--dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
         (["generate", "/no/such/model", "--prompt", "hi"], "neither a model dir"),
         (["generate", "pulse:tiny", "--prompt", "hi"], "has no tokenizer"),
     ],

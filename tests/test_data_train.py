@@ -92,3 +92,17 @@ def test_corpus_smaller_than_one_sequence():
     ids = torch.arange(10)
     with pytest.raises(EdgespikeError, match="fewer than one sequence"):
         train(model, ids, ids, TrainOptions(steps=1, seq_len=32), None)
+
+
+def test_dropout_acts_in_training_only():
+    """pulse's dropout (embedding and residual branches) changes the training forward and leaves the
+    eval one, which every exporter captures, as the same weights without it."""
+    torch.manual_seed(0)
+    plain = models.create("pulse", "tiny")
+    dropped = models.build(plain.config.replace(dropout=0.5))
+    dropped.load_state_dict(plain.state_dict())
+    tokens = torch.randint(0, plain.config.vocab_size, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(dropped.eval()(tokens)[0], plain.eval()(tokens)[0])
+        assert not torch.allclose(dropped.train()(tokens)[0], plain.train()(tokens)[0])
+
