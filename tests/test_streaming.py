@@ -69,6 +69,31 @@ def test_preset_weights_are_seeded_per_tensor():
     assert random_tensor("x", like).std().item() == pytest.approx(64**-0.5, rel=0.05)
 
 
+def test_streamed_w8aspike_gets_its_group_scales_from_the_weight_or_the_model_dir(tmp_path, monkeypatch):
+    """A preset's streamed QuantLinear computes its int8 group scales from its own (streamed) weight,
+    as a fresh model does; a model dir's scales are its own. (Every parameter streamed: the tiny
+    preset's are under STREAMED_MIN_ELEMENTS.)"""
+    from edgespike.models import streaming
+
+    monkeypatch.setattr(streaming, "STREAMED_MIN_ELEMENTS", 1)
+    model = load_frozen("spikingbrain_hf:tiny", weights="fp32")
+    quantized = {path: m for path, m in model.named_modules() if hasattr(m, "weight_quantizer")}
+    assert quantized
+    for path, linear in quantized.items():
+        weight = random_tensor(f"{path}.weight", linear.weight)
+        grouped = weight.reshape(linear.out_features, -1, linear.weight_quantizer.group)
+        assert torch.equal(linear.weight_quantizer.scales, grouped.abs().amax(-1, keepdim=True).clamp_min(1e-8) / 127), path
+    saved = models.create("spikingbrain_hf", "tiny")
+    for module in saved.modules():
+        if hasattr(module, "weight_quantizer"):
+            module.weight_quantizer.scales.mul_(2.0)
+    models.save(saved, tmp_path / "model")
+    streamed = load_frozen(tmp_path / "model")
+    for path, module in saved.named_modules():
+        if hasattr(module, "weight_quantizer"):
+            assert torch.equal(streamed.get_submodule(path).weight_quantizer.scales, module.weight_quantizer.scales), path
+
+
 def test_a_streamed_model_is_used_as_frozen_and_refuses_another_format():
     model = load_frozen("pulse:tiny")
     assert decode_step(model).model is model  # no copy

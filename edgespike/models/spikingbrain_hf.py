@@ -215,11 +215,15 @@ class QuantLinear(TernaryLinear):
         super().__init__(in_features, out_features, bias=bias, mode="qat" if cfg.weights == "ternary" else "float")
         self.coded = cfg.spike_coded
         self.weight_quantizer = GroupQuantizer(out_features, in_features, cfg.w_group_size)
-        if not self.weight.is_meta:  # streamed (edgespike.models.streaming): the checkpoint's scales are read later
-            with torch.no_grad():  # a fresh model's scales: int8 per group (a checkpoint brings its own)
-                grouped = self.weight.reshape(out_features, -1, cfg.w_group_size)
-                self.weight_quantizer.scales.copy_(grouped.abs().amax(dim=-1, keepdim=True).clamp_min(1e-8) / 127)
+        if not self.weight.is_meta:  # streamed: edgespike.models.streaming calls it once the weight is filled
+            self.init_from_weight()
         self.spikes = DynamicSpikes(in_features, cfg.spike_k) if spiked else None
+
+    @torch.no_grad()
+    def init_from_weight(self) -> None:
+        """A fresh model's scales: int8 per group of the weight (a checkpoint brings its own)."""
+        grouped = self.weight.reshape(self.out_features, -1, self.weight_quantizer.group)
+        self.weight_quantizer.scales.copy_(grouped.abs().amax(dim=-1, keepdim=True).clamp_min(1e-8) / 127)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.spikes is None:

@@ -13,7 +13,9 @@ A preset's streamed weights are seeded per tensor (``random_tensor``: the tensor
 whatever the order they are made in; they are not the weights ``create()`` draws. The small
 ones the family draws itself, from torch's generator seeded with ``seed``.
 Parameters under ``STREAMED_MIN_ELEMENTS`` (norms, decays, biases) are built by the family
-as usual and, for a model dir, overwritten from the file like every tensor.
+as usual and, for a model dir, overwritten from the file like every tensor. A module's buffers
+derived from its weight (``init_from_weight``: W8ASpike's group scales) are computed as soon as
+the weight is filled, before a model dir's file overwrites them.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def _filled(config, source: Source, weights: str) -> SpikingLM:
     """``config``'s model with every state_dict tensor taken from ``source``, module by module,
     each linear frozen to ``weights`` right after its weight is filled."""
     _release_large_frees()
-    with large_parameters_on_meta():
+    with large_parameters_on_meta(STREAMED_MIN_ELEMENTS):
         model = build(config)
     uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
     tied = {i for i, n in uses.items() if n > 1}
@@ -196,6 +198,8 @@ def _filled(config, source: Source, weights: str) -> SpikingLM:
                 if id(param) in tied:
                     made[id(param)] = value
             module._parameters[name] = value
+        if hasattr(module, "init_from_weight"):  # buffers derived from the weight (a model dir's file overwrites them)
+            module.init_from_weight()
         for name, buffer in module._buffers.items():
             if buffer is not None and name not in module._non_persistent_buffers_set:
                 buffer.copy_(source(prefix + name, buffer))
