@@ -31,6 +31,7 @@ class MILProgram:
         self.function = program.functions[function]
         self.state_names = [name for name, var in self.function.inputs.items() if types.is_state(var.sym_type)]
         self.output_names = [var.name for var in self.function.outputs]
+        self.last_uses = _last_uses(self.function)
         unknown = sorted({op.op_type for op in self.function.operations} - set(OPS) - STATE_OPS)
         if unknown:
             raise EdgespikeError(
@@ -61,6 +62,7 @@ class MILProgram:
         from coremltools.converters.mil.mil.types import nptype_from_builtin
 
         env: dict[str, object] = dict(inputs)
+        kept = {*self.output_names, *keep}
 
         def value(var):
             if isinstance(var, (list, tuple)):
@@ -68,7 +70,10 @@ class MILProgram:
             return env[var.name] if var.name in env else var.val
 
         with np.errstate(over="ignore"):  # fp16 overflow rounds to inf, as on the device
-            for op in self.function.operations:
+            for index, op in enumerate(self.function.operations):
+                for name in self.last_uses.get(index - 1, ()):  # values no later op reads: freed (a 1B program's weights)
+                    if name not in kept:
+                        env.pop(name, None)
                 out = op.outputs[0]  # every op but split has exactly one output
                 if op.op_type == "const":
                     env[out.name] = out.val
@@ -87,6 +92,23 @@ class MILProgram:
                 for var, array in zip(op.outputs, results, strict=True):
                     env[var.name] = np.asarray(array).astype(nptype_from_builtin(var.dtype))
         return {name: env[name] for name in (*self.output_names, *keep)}
+
+
+def _last_uses(function) -> dict[int, list[str]]:
+    """op index -> the values (by name) that op is the last to read."""
+    last: dict[str, int] = {}
+
+    def note(var, index):
+        for v in var if isinstance(var, (list, tuple)) else (var,):
+            last[v.name] = index
+
+    for index, op in enumerate(function.operations):
+        for var in op.inputs.values():
+            note(var, index)
+    uses: dict[int, list[str]] = {}
+    for name, index in last.items():
+        uses.setdefault(index, []).append(name)
+    return uses
 
 
 def _promote(arg):
