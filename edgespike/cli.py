@@ -36,7 +36,7 @@ errors = Console(stderr=True)
 
 MODEL_HELP = ("A model dir, 'demo' (the bundled model), FAMILY:PRESET (e.g. evospikenet:tiny), or your own module as "
               "FILE.py:FACTORY (this imports and runs FILE.py: only name files you trust).")
-CHECKPOINT_HELP = "With FILE.py:FACTORY: weights for the module (.safetensors, or a .pt state_dict read with weights_only)."
+CHECKPOINT_HELP = "Weights for a FILE.py:FACTORY module (.safetensors, or a .pt state_dict read with weights_only)."
 WEIGHTS_HELP = ("Weight format: ternary, int8, int4, fp16 or fp32 (default: ternary for ternary-trained models, "
                 "fp16 for dense ones; `edgespike quantize-report` measures each).")
 QUIET_LOGGERS = ("coremltools", "torch", "torchao", "executorch", "onnxscript")
