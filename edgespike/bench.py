@@ -18,9 +18,10 @@ FAMILY:PRESET, an untrained instance: the same cost, other weights); ``compiled`
 ``torch.compile`` (inductor) as a second baseline.
 
 ``soak`` (``edgespike bench --soak N``) is the long run: each artifact steps N held-out tokens (cycled)
-with its state carried, beside eager, in a fresh process. Where the runtime's state can be set
-(Core ML: fp16 states), every ``resync_every`` tokens both sides get eager's state and the next
-step is compared, as validation's ``conversion`` record does; elsewhere the free rollout is compared.
+with its state carried, beside eager, in a fresh process. An artifact that is not fp32-exact
+(Core ML's fp16 states, the NeuronChip's fixed point) gets eager's state on both sides every
+``resync_every`` tokens and the next step is compared, as validation's ``conversion`` record does;
+an fp32-exact one is compared along its free rollout.
 Both are held to the target's validation tolerance, and the process's resident memory may grow by
 at most ``MAX_RSS_GROWTH`` between the end of the warm-up and the last token.
 """
@@ -278,10 +279,9 @@ def soak_artifact(artifact: str, tokens: int, resync_every: int = 50, warmup: in
     from edgespike.artifact import read_manifest
     from edgespike.models import is_preset_spec
     from edgespike.models import load as load_model
-    from edgespike.quant.state import STATE_PRECISIONS
     from edgespike.runtimes import load as load_session
     from edgespike.runtimes.eager import EagerSession
-    from edgespike.validate import held_out_tokens, sync_state, tolerance_for, top1_agrees
+    from edgespike.validate import fp32_exact, held_out_tokens, sync_state, tolerance_for, top1_agrees
 
     manifest = read_manifest(artifact)
     source = manifest.get("source_model")
@@ -296,7 +296,7 @@ def soak_artifact(artifact: str, tokens: int, resync_every: int = 50, warmup: in
     text = held_out_tokens(model, min(tokens, 512))
     stream = [text[i % len(text)] for i in range(tokens)]
     sequence = manifest.get("max_seq_len", tokens)  # a positional model restarts its sequence there
-    resync = hasattr(session, "set_state") and manifest.get("state_precision", "fp32") in STATE_PRECISIONS
+    resync = hasattr(session, "set_state") and not fp32_exact(manifest)  # an inexact one: its conversion
     tolerance = tolerance_for(manifest["target"], manifest["precision"])
     warmup = min(tokens - 1, max(10, tokens // 4) if warmup is None else warmup)
     diffs, agree, rss_warm, start = [], [], _rss_mb(), time.perf_counter()
@@ -305,7 +305,7 @@ def soak_artifact(artifact: str, tokens: int, resync_every: int = 50, warmup: in
             session.reset()
             reference.reset()
         if resync and i % resync_every == 0:  # both from eager's state, rounded as the artifact holds it
-            sync_state(reference, [session], manifest["state_precision"])
+            sync_state(reference, [session], manifest.get("state_precision", "fp32"))
         ours, theirs = session.step(token), reference.step(token)
         if not resync or i % resync_every == 0:
             diffs.append(float(np.abs(ours - theirs).max()))

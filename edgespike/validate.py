@@ -108,6 +108,12 @@ def tolerance_for(target: str, precision: str) -> Tolerance:
     return TOLERANCES.get((target, precision)) or TOLERANCES[target]
 
 
+def fp32_exact(manifest: dict) -> bool:
+    """Whether the artifact computes eager's fp32 step up to reassociation (its tolerance is the
+    default and its state fp32): its carried divergence is then held to that tolerance too."""
+    return tolerance_for(manifest["target"], manifest["precision"]) == Tolerance() and manifest.get("state_precision", "fp32") == "fp32"
+
+
 def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens: list[int] | None = None) -> dict:
     """The validation record of the artifact in ``directory`` against ``model`` (eager). A
     positional model's rollout and greedy run fit in its max_seq_len (the prompt is cut)."""
@@ -134,8 +140,7 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
     greedy_ours, greedy_theirs = _greedy(session, ours, greedy, steps_left), _greedy(reference, theirs, greedy, steps_left)
     recorder.remove()
     stepwise = following = None
-    fp32_exact = tolerance == Tolerance() and manifest.get("state_precision", "fp32") == "fp32"  # eager up to reassociation
-    if fp32_exact and flips.compared and hasattr(session, "set_state"):
+    if fp32_exact(manifest) and flips.compared and hasattr(session, "set_state"):
         following = _following(session, reference, tokens)
     else:
         stepwise = _stepwise(session, model, manifest, tokens)

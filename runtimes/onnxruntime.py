@@ -320,8 +320,8 @@ class OnnxSession:
         self.position = 0
 
     def set_state(self, values: dict[str, np.ndarray]) -> None:
-        """Overwrite the carried state (by the manifest's state names)."""
-        self.state = {f"state.{name}": np.asarray(values[name], np.float32) for name in self.names}
+        """Overwrite the carried state (by the manifest's state names) with a copy of ``values``."""
+        self.state = {f"state.{name}": np.array(values[name], np.float32) for name in self.names}
 
     def _run(self, session, tokens: list[int]) -> np.ndarray:
         feed = {"tokens": np.array([tokens], dtype=np.int64),

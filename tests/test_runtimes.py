@@ -46,7 +46,8 @@ def test_reset_restarts_the_state(onnx_artifact):
 def test_set_state_overwrites_the_carried_state(target, tiny_model, tmp_path):
     """A fresh session given eager's state after a prompt continues as eager does (validation's
     state-synced conversion records rest on it), and differs from a fresh session's step.
-    (ExecuTorch: the .pte's set_state method; NIR: the host loop's state.)"""
+    (ExecuTorch: the .pte's set_state method; NIR: the host loop's state.) The session keeps a
+    copy: eager stepping first, in place, must not change what the session starts from."""
     from edgespike.runtimes.eager import EagerSession
 
     result = export(tiny_model, target, tmp_path / target)
@@ -54,7 +55,7 @@ def test_set_state_overwrites_the_carried_state(target, tiny_model, tmp_path):
     for token in (5, 17, 3, 99, 42):
         reference.step(token)
     session.set_state({name: value.numpy() for name, value in reference.step_module.state().items()})
-    ours, theirs = session.step(7), reference.step(7)
+    theirs, ours = reference.step(7), session.step(7)
     assert abs(ours - theirs).max() <= 1e-4
     session.reset()
     assert abs(session.step(7) - theirs).max() > 1e-2
