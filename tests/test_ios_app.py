@@ -265,7 +265,7 @@ def test_project_check_catches_a_bad_spec():
 def test_golden_fixtures_are_current(export_dir, tmp_path):
     written = make_golden.write_fixtures(export_dir, tmp_path)
     stale = [str(p) for p in written if (tmp_path / p).read_bytes() != (APP / p).read_bytes()]
-    assert stale == [], f"stale fixtures; run: python apps/ios_demo/scripts/make_golden.py <coreml export of demo>"
+    assert stale == [], "stale fixtures; run: python apps/ios_demo/scripts/make_golden.py <coreml export of demo>"
     greedy = json.loads((tmp_path / make_golden.CORE_FIXTURES / "greedy.json").read_text())
     assert len(greedy["tokens"]) == make_golden.GREEDY_TOKENS and all(0 <= t < 1024 for t in greedy["tokens"])
 
