@@ -10,7 +10,7 @@ import torch
 
 from edgespike import models
 from edgespike.artifact import read_manifest
-from edgespike.exporters import export
+from edgespike.exporters import ExportOptions, export
 from edgespike.ops.lif import lif_following
 from edgespike.runtimes.onnxruntime import OnnxSession
 from edgespike import validate
@@ -105,3 +105,36 @@ def test_top1_agreement_counts_logit_ties_either_way():
     assert top1_agrees(np.array([0.1, 0.5, 0.5 + 1e-7, -2.0]), eager) and top1_agrees(np.array([0.1, 0.5 + 1e-7, 0.5, -2.0]), eager)
     apart = np.array([0.1, 0.5, 0.5 - 20 * LOGIT_TIE, -2.0], np.float32)
     assert not top1_agrees(np.array([0.1, 0.5, 0.6, -2.0]), apart)
+
+
+class PrefillOffsetSession(OnnxSession):
+    """A prefill entry whose logits differ from eager's by ``offset`` at the token ``at`` (none: everywhere)."""
+
+    offset, at = 0.0, None
+
+    def prefill_chunk(self, tokens):
+        logits = np.array(super().prefill_chunk(tokens), copy=True)
+        logits[slice(None) if self.at is None else self.at] += self.offset
+        return logits
+
+
+@pytest.fixture(scope="module")
+def onnx_prefill_export(onnx_export, tmp_path_factory):
+    model, _ = onnx_export
+    path = tmp_path_factory.mktemp("validation") / "onnx-prefill"
+    export(model, "onnx", path, ExportOptions(prefill_tokens=8), source="pulse:tiny")
+    return model, path
+
+
+@pytest.mark.parametrize("offset,at,passes", [(0.05, None, True), (100.0, 0, False)])
+def test_prefill_is_held_to_top1_where_the_conversion_is_checked(onnx_prefill_export, monkeypatch, offset, at, passes):
+    """A prefill call carries its chunk's divergence, as the rollout does (a 1B model's ties: 0.96 logits
+    after 64 tokens, top-1 kept): beside a conversion record its logits are reported, its top-1 checked."""
+    model, path = onnx_prefill_export
+    session = type("Offset", (PrefillOffsetSession,), {"offset": offset, "at": at})
+    monkeypatch.setattr(validate, "_open", lambda d, m: session(d, m, validate._onnx_lif_spike_outputs(d, m)))
+    record = validate.validate_artifact(path, read_manifest(path), model)
+    assert record["tolerance"]["applies_to"] == "conversion" and record["prefill"].get("held_to") == "top-1", record["prefill"]
+    assert record["prefill"]["max_abs_logit_diff"] >= min(offset, 1.0)
+    assert record["passed"] is passes
+    assert passes or "prefill: max |logit diff|" in record["reason"]
