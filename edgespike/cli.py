@@ -566,7 +566,7 @@ def _fmt(value, spec: str) -> str:
 def check_command(
     model: str = typer.Argument("demo", help=MODEL_HELP),
     targets: str = typer.Option("all", help="Comma-separated targets to check, or all."),
-    budgets: Optional[Path] = typer.Option(None, help="TOML budgets: a [default] table and one table per target overriding it."),
+    budgets: Optional[Path] = typer.Option(None, help="TOML budgets: a \\[default] table and one table per target overriding it."),
     report: Path = typer.Option(Path("check-report"), help="Dir for report.json and junit.xml."),
     weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP),
     jobs: int = typer.Option(2, help="Targets checked at once, each in its own process."),

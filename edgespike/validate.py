@@ -148,11 +148,12 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
     prefilled = _prefill_check(session, reference, tokens, stepped)
 
     checked = stepwise or (following.agreement if following else rollout)
+    on_conversion = bool(stepwise or following)  # the tolerance applies to one step from eager's state
     checks = STRUCTURE_CHECKS[manifest["target"]](directory, manifest) if manifest["target"] in STRUCTURE_CHECKS else {}
     failed_checks = [name for name, ok in checks.items() if not ok]
     # a prefill call carries its chunk's divergence as the rollout does: where the tolerance applies to
     # the conversion (one step, state given), the prefill is held to its top-1 agreement only
-    prefill_gate = tolerance if not (stepwise or following) else Tolerance(float("inf"), tolerance.min_top1_agreement)
+    prefill_gate = Tolerance(float("inf"), tolerance.min_top1_agreement) if on_conversion else tolerance
     prefill_ok = prefilled is None or prefilled.within(prefill_gate)
     passed = checked.within(tolerance) and not failed_checks and not (following and following.untied) and prefill_ok
     record = {
@@ -168,7 +169,7 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
         **({"tokens_note": f"{len(tokens)} prompt tokens, not {PROMPT_TOKENS}: validation runs fewer at "
                           f"{model.num_parameters() / 1e9:.2f}B parameters (edgespike.validate.validation_tokens)"}
            if validation_tokens(model) < PROMPT_TOKENS else {}),
-        "tolerance": {**tolerance.__dict__, "applies_to": "conversion" if stepwise or following else "rollout"},
+        "tolerance": {**tolerance.__dict__, "applies_to": "conversion" if on_conversion else "rollout"},
         **({"checks": checks} if checks else {}),
     }
     if manifest["target"] == "coreml" and not session.runtime.startswith("mil-interpreter"):
@@ -180,7 +181,7 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
         }
     if following:
         record["conversion"] = following.record()
-    record["prefill"] = {**prefilled.record(), "held_to": "top-1" if stepwise or following else "the tolerance"} if prefilled \
+    record["prefill"] = {**prefilled.record(), "held_to": "top-1" if on_conversion else "the tolerance"} if prefilled \
         else {"note": prefill_note(session)}
     if not flips.compared:
         record["spike_flip_rate_note"] = (

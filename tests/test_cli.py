@@ -83,3 +83,22 @@ def test_export_demo_to_onnx_validates_numerically(tmp_path):
     from_artifact = run("generate", str(tmp_path / "onnx"), *greedy)
     from_eager = run("generate", "demo", *greedy)
     assert from_artifact.returncode == 0 and from_artifact.stdout == from_eager.stdout
+
+
+def test_every_help_text_survives_rich_markup():
+    """`--help` renders help through rich markup, which drops a lowercase [tag] as a style: each must be
+    escaped (\\[default]) to reach the user."""
+    import typer
+    from rich.text import Text
+
+    from edgespike.cli import app
+
+    def walk(command):
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from walk(sub)
+
+    helps = [param.help for command in walk(typer.main.get_command(app)) for param in command.params if getattr(param, "help", None)]
+    assert len(helps) > 50
+    for text in helps:
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), text

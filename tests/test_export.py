@@ -24,8 +24,8 @@ from edgespike.validate import validate_artifact
 FAMILIES = sorted(name for name, family in models.FAMILIES.items() if "tiny" in family.presets)  # users' modules: test_module.py
 
 
-def _export(family, target, tmp_path, options=None, **kwargs):
-    model = models.create(family, "tiny")
+def _export(family, target, tmp_path, options=None, layers=None, **kwargs):
+    model = models.create(family, "tiny", **({"n_layers": layers} if layers else {}))
     return export(
         model, target, tmp_path / target, options or ExportOptions(), source=f"{family}:tiny",
         validate=lambda d, m: validate_artifact(d, m, model), **kwargs,
@@ -59,11 +59,16 @@ def test_onnx(family, tmp_path):
     assert v["tokens"] == 64 and v["greedy_match"] is not None
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+def _assert_executorch_structure(manifest):
+    assert manifest["xnnpack_delegates"] > 0
+    assert len(manifest["mutable_buffers"]) == len(manifest["states"])
+
+
+# pulse's chain is the 4-bit test below; slms_pulse's is its imported checkpoint's (test_family_slms_pulse.py)
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in ("pulse", "slms_pulse")])
 def test_executorch(family, tmp_path):
     result = _export(family, "executorch", tmp_path)
-    assert result.manifest["xnnpack_delegates"] > 0
-    assert len(result.manifest["mutable_buffers"]) == len(result.manifest["states"])
+    _assert_executorch_structure(result.manifest)
     v = result.manifest["validation"]
     assert v["passed"] and v["max_abs_logit_diff"] <= 1e-3 and v["top1_agreement"] >= 0.99
 
@@ -76,6 +81,7 @@ def test_executorch_stores_spike_fed_ternary_linears_as_4bit_codes(tmp_path, mon
     from edgespike.exporters import executorch
 
     result = _export("pulse", "executorch", tmp_path)
+    _assert_executorch_structure(result.manifest)
     model = models.create("pulse", "tiny")
     layers = model.config.n_layers
     assert result.manifest["linears"] == {"int4_codes_dynamic_int8_input": 5 * layers, "fp32": layers}
@@ -166,11 +172,11 @@ STORED_AS = {"int8": "INT8", "int4": "UINT4", "fp16": "FLOAT16", "fp32": "FLOAT"
 
 @pytest.mark.parametrize("weights", ["int8", "int4", "fp16", "fp32"])
 def test_weight_formats_store_narrow_and_validate_on_onnx(weights, tmp_path):
-    """A dense model (slms_pulse) in each format: the linears' weights stored in that format's ONNX
-    type (lossless), the artifact equal to eager in the same format (1e-3), the format in the manifest."""
+    """A dense model (slms_pulse, 2 layers) in each format: the linears' weights stored in that format's
+    ONNX type (lossless), the artifact equal to eager in the same format (1e-3), the format in the manifest."""
     import onnx
 
-    result = _export("slms_pulse", "onnx", tmp_path, ExportOptions(weights=weights))
+    result = _export("slms_pulse", "onnx", tmp_path, ExportOptions(weights=weights), layers=2)
     assert result.manifest["weights"] == weights and result.manifest["validation"]["passed"]
     assert result.manifest["validation"]["max_abs_logit_diff"] <= 1e-3
     graph = onnx.load(str(result.path / "model.onnx")).graph
@@ -184,7 +190,7 @@ def test_large_weights_go_to_an_external_data_file(tmp_path, monkeypatch):
     from edgespike.exporters import onnx as onnx_exporter
 
     monkeypatch.setattr(onnx_exporter, "EXTERNAL_DATA_BYTES", 0)
-    result = _export("slms_pulse", "onnx", tmp_path, ExportOptions(weights="fp16"))
+    result = _export("slms_pulse", "onnx", tmp_path, ExportOptions(weights="fp16"), layers=2)
     assert set(result.manifest["files"]) == {"model.onnx", "model.onnx.data"}
     assert (result.path / "model.onnx.data").stat().st_size > (result.path / "model.onnx").stat().st_size
     v = result.manifest["validation"]
@@ -207,7 +213,7 @@ def test_integer_formats_are_per_channel_grids_and_dense_models_default_to_fp16(
 
 def test_dense_model_exported_ternary_warns(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="edgespike.exporters"):
-        _export("slms_pulse", "onnx", tmp_path, ExportOptions(weights="ternary"))
+        export(models.create("slms_pulse", "tiny", n_layers=1), "onnx", tmp_path / "onnx", ExportOptions(weights="ternary"))
     assert "trained with dense weights: ternarizing it after training changes what it computes" in caplog.text
 
 

@@ -261,6 +261,8 @@ def test_every_target_exports_the_imported_checkpoint_and_validates(imported, ta
     result = export(model, target, tmp_path / target, validate=lambda d, m: validate_artifact(d, m, model))
     manifest = result.manifest
     assert manifest["weights"] == "fp16" and manifest["max_seq_len"] == 64
+    if target == "executorch":  # test_export.py's chain for this family
+        assert manifest["xnnpack_delegates"] > 0 and len(manifest["mutable_buffers"]) == len(manifest["states"])
     assert [i["name"] for i in manifest["inputs"]][:2] == ["tokens", "position"]
     v = manifest["validation"]
     assert v["passed"] and v["tokens"] == 32 and v["greedy_tokens"] == 32, v

@@ -24,15 +24,6 @@ TOKENS = {"onnx": 2000, "executorch": 2000, "nir": 500, "neuronchip": 300, "core
 WARMUP = {"coreml": 450}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on 2 shared cores, eager's step took 34 ms with 2 threads, 3.3 ms with 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("soak")

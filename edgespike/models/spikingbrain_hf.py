@@ -441,11 +441,11 @@ SEVEN_B = dict(  # configuration_gla_swa.py defaults = W8ASpike/config.json
     vocab_size=152064, d_model=3584, n_layers=28, n_heads=28, n_kv_heads=4, ffn_dim=18944, sliding_window=4096,
     rope_theta=1e6, norm_eps=1e-6, max_seq_len=131072,
 )
-TINY = dict(vocab_size=256, d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=128, sliding_window=6,
+TINY = dict(vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, sliding_window=6,
             max_seq_len=128, gla_chunk=8)
 
 PRESETS = {
-    "tiny": SpikingBrainHFConfig(**TINY, w8aspike=True, w_group_size=32),  # spiking, as the family's generic tests need
+    "tiny": SpikingBrainHFConfig(**TINY, w8aspike=True, w_group_size=32),  # spiking, as the family's generic tests need; a GLA then a SWA layer
     "tiny-base": SpikingBrainHFConfig(**TINY),
     "spikingbrain-7b": SpikingBrainHFConfig(**SEVEN_B),  # V1-7B-base / sft layout
     "spikingbrain-7b-w8aspike": SpikingBrainHFConfig(**SEVEN_B, w8aspike=True),
