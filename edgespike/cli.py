@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+COMPACT = {"box": box.SIMPLE_HEAD, "show_edge": False, "padding": (0, 1, 0, 0)}  # tables that 80 columns hold
 
 MODEL_HELP = ("A model dir, 'demo' (the bundled model), FAMILY:PRESET (e.g. evospikenet:tiny), or your own module as "
               "FILE.py:FACTORY (this imports and runs FILE.py: only name files you trust).")
@@ -54,8 +56,6 @@ def main_options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Sh
 def models_command(json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")):
     """List the model families, what each is (as published, or edgespike's design after a seed write-up),
     their presets and parameter counts (built on the meta device)."""
-    from rich import box
-
     from edgespike import models
 
     rows = []
@@ -78,12 +78,11 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print ma
     if json_out:
         print(json.dumps({"models": rows}, indent=2))
         return
-    compact = {"box": box.SIMPLE_HEAD, "show_edge": False, "padding": (0, 1, 0, 0)}  # 80 columns hold the longest names
-    families = Table("family", "what it is", title="edgespike model families", **compact)
+    families = Table("family", "what it is", title="edgespike model families", **COMPACT)
     for family in models.FAMILIES.values():
         families.add_row(family.name, family.origin)
     console.print(families)
-    table = Table("family", "preset", "params", "vocab", "d", "layers", "T", title="presets", **compact)
+    table = Table("family", "preset", "params", "vocab", "d", "layers", "T", title="presets", **COMPACT)
     for row in rows:
         table.add_row(
             row["family"], row["preset"], _human(row["parameters"]), str(row["vocab_size"]),
@@ -765,22 +764,8 @@ def bench_command(
                        on_run=lambda name, repeat: bar.update(task, run=f"{name}, run {repeat + 1}/{repeats}"))
     if json_file:
         json_file.write_text(json.dumps(report, indent=2) + "\n")
-    host = report["host"]
-    prompt = Table("runtime", "prefill tokens/call", "TTFT s", "token by token s", "TTFT speedup",
-                   title=f"{report['results'][0]['prompt_tokens']}-token prompt of {report['model']} on {host['cpu']} ({host['cores']} cores)")
-    table = Table("runtime", "p50 ms", "p90 ms", "tok/s", "vs eager", "of roofline", "MB/token", "GB/s", "load s", "peak MB",
-                  "size MB", title=f"decode of {report['model']}")
-    for r in report["results"]:
-        prompt.add_row(r["name"], str(r["prefill_tokens"] or "none"), f"{r['ttft_s']:.3f}", f"{r['prompt_token_by_token_s']:.3f}",
-                       f"{r['ttft_speedup']:.1f}×")
-        table.add_row(
-            r["name"], f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['tokens_per_s']:.1f}",
-            _fmt(r["speedup_vs_baseline"], ".2f"), f"{r['fraction_of_roofline']:.1%}", f"{r['bytes_per_token'] / 1e6:.2f}",
-            f"{r['bytes_per_s'] / 1e9:.2f}", f"{r['load_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
-            "—" if r["artifact_bytes"] is None else f"{r['artifact_bytes'] / 1e6:.2f}",
-        )
-    console.print(prompt)
-    console.print(table)
+    for table in bench_tables(report):
+        console.print(table)
     roof = report["roofline"]
     console.print(
         f"[dim]decode roofline (estimated): {roof['roofline_tokens_per_s']:,.0f} tok/s, {roof['bound']}-bound: "
@@ -788,6 +773,23 @@ def bench_command(
         f"(cache {roof['cache_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s), peak {roof['peak_ops_per_s'] / 1e9:.0f} GFLOP/s measured[/]",
         highlight=False,
     )
+
+
+def bench_tables(report: dict) -> list[Table]:
+    """bench's report as three tables that 80 columns hold: the prompt, decode speed, decode memory."""
+    host, results = report["host"], report["results"]
+    prompt = Table("runtime", "prefill tokens/call", "TTFT s", "token by token s", "TTFT speedup", **COMPACT,
+                   title=f"{results[0]['prompt_tokens']}-token prompt of {report['model']} on {host['cpu']} ({host['cores']} cores)")
+    speed = Table("runtime", "p50 ms", "p90 ms", "tok/s", "vs eager", "of roofline", title=f"decode of {report['model']}", **COMPACT)
+    memory = Table("runtime", "MB/token", "GB/s", "load s", "peak MB", "size MB", title="decode: bytes read, memory, size", **COMPACT)
+    for r in results:
+        prompt.add_row(r["name"], str(r["prefill_tokens"] or "none"), f"{r['ttft_s']:.3f}", f"{r['prompt_token_by_token_s']:.3f}",
+                       f"{r['ttft_speedup']:.1f}×")
+        speed.add_row(r["name"], f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['tokens_per_s']:.1f}",
+                      _fmt(r["speedup_vs_baseline"], ".2f"), f"{r['fraction_of_roofline']:.1%}")
+        memory.add_row(r["name"], f"{r['bytes_per_token'] / 1e6:.2f}", f"{r['bytes_per_s'] / 1e9:.2f}", f"{r['load_s']:.2f}",
+                       f"{r['peak_rss_mb']:.0f}", "—" if r["artifact_bytes"] is None else f"{r['artifact_bytes'] / 1e6:.2f}")
+    return [prompt, speed, memory]
 
 
 def _soak(artifacts: list[str], tokens: int, resync_every: int, json_file: Optional[Path]) -> None:

@@ -1,5 +1,6 @@
 """Runtimes: sessions over artifacts, integrity checks, generation and the benchmark."""
 
+import io
 import json
 import sys
 
@@ -112,3 +113,12 @@ def test_bench_reports_every_entry_against_eager(onnx_artifact):
     assert roof["bytes_per_token"] > 0 and roof["roofline_tokens_per_s"] > 0
     assert all(0 < row["fraction_of_roofline"] <= 1 for row in (eager, onnx))
     assert onnx["fraction_of_roofline"] == pytest.approx(onnx["tokens_per_s"] / roof["roofline_tokens_per_s"])
+    from rich.console import Console
+
+    from edgespike.cli import bench_tables
+
+    screen = Console(width=80, record=True, file=io.StringIO())
+    for table in bench_tables(report):
+        screen.print(table)
+    text = screen.export_text()
+    assert "…" not in text and "vs eager" in text and "peak MB" in text and "onnx" in text  # 80 columns, no cell cut
