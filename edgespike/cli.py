@@ -690,21 +690,8 @@ def _print_profile(report: dict, layers: bool) -> None:
         f"connection sparsity {nb['connection_sparsity']:.3f}, activation sparsity {_fmt(nb['activation_sparsity'], '.3f')}",
         highlight=False,
     )
-    table = Table("target", "µJ/token", "compute", "memory", "spikes+static", "ms/token", "bound", "ANN µJ", "qANN µJ",
-                  "break-even rate", title="estimated per token (compute-only in brackets)")
-    for name, t in report["targets"].items():
-        b = t["energy_breakdown_j"]
-        uj = lambda v: "—" if v is None else f"{v * 1e6:.3g}"  # noqa: E731
-        even = t["break_even_firing_rate"]
-        table.add_row(
-            name, f"{uj(t['energy_per_token_j'])} [{uj(t['compute_only_energy_per_token_j'])}]",
-            uj(b and b["compute"]), uj(b and b["memory"]), uj(b and b["spike_traffic"] + b["static"]),
-            _fmt(t["latency_per_token_s"] and t["latency_per_token_s"] * 1e3, ".4f"), (t["latency"] or {}).get("bound", "—"),
-            f"{uj(t['ann_energy_per_token_j']['with_memory'])} [{uj(t['ann_energy_per_token_j']['compute_only'])}]",
-            f"{uj(t['qann_energy_per_token_j']['with_memory'])} [{uj(t['qann_energy_per_token_j']['compute_only'])}]",
-            f"{_fmt(even['with_memory'], '.3f')} [{_fmt(even['compute_only'], '.3f')}]",
-        )
-    console.print(table)
+    for table in profile_tables(report):
+        console.print(table)
     if layers:
         names = list(report["targets"])
         per_layer = Table("layer", "spike rate", "dense MACs", "ACs", "spikes", "weights KB", *[f"{n} µJ" for n in names])
@@ -716,6 +703,29 @@ def _print_profile(report: dict, layers: bool) -> None:
         console.print(per_layer)
     console.print("[dim]Estimates: every constant and its source is in the --json report (targets.*.sources), "
                   "the target files in edgespike/profile/targets/.[/]")
+
+
+def profile_tables(report: dict) -> list[Table]:
+    """profile's per-target estimates as three tables that 80 columns hold: the energy and its parts,
+    the latency, and the same network's energy dense (compute-only figures in brackets)."""
+    uj = lambda v: "—" if v is None else f"{v * 1e6:.3g}"  # noqa: E731
+    energy = Table("target", "µJ/token", "compute", "memory", "spikes+static", **COMPACT,
+                   title="estimated energy per token, µJ (compute-only in brackets)")
+    latency = Table("target", "ms/token", "bound", **COMPACT, title="estimated latency per token")
+    dense = Table("target", "ANN µJ", "qANN µJ", "break-even spike rate", **COMPACT,
+                  title="the same network dense (ANN) and int8 (qANN), estimated")
+    for name, t in report["targets"].items():
+        b, even = t["energy_breakdown_j"], t["break_even_firing_rate"]
+        energy.add_row(name, f"{uj(t['energy_per_token_j'])} [{uj(t['compute_only_energy_per_token_j'])}]",
+                       uj(b and b["compute"]), uj(b and b["memory"]), uj(b and b["spike_traffic"] + b["static"]))
+        latency.add_row(name, _fmt(t["latency_per_token_s"] and t["latency_per_token_s"] * 1e3, ".4f"),
+                        (t["latency"] or {}).get("bound", "—"))
+        dense.add_row(
+            name, f"{uj(t['ann_energy_per_token_j']['with_memory'])} [{uj(t['ann_energy_per_token_j']['compute_only'])}]",
+            f"{uj(t['qann_energy_per_token_j']['with_memory'])} [{uj(t['qann_energy_per_token_j']['compute_only'])}]",
+            f"{_fmt(even['with_memory'], '.3f')} [{_fmt(even['compute_only'], '.3f')}]",
+        )
+    return [energy, latency, dense]
 
 
 def _print_sweep(result: dict) -> None:

@@ -2,16 +2,18 @@
 device, the report schema, sweeps, the plot, and bad input."""
 
 import copy
+import io
 import json
 from dataclasses import dataclass
 
 import pytest
 import torch
 from torch import nn
+from rich.console import Console
 from typer.testing import CliRunner
 
 from edgespike import models
-from edgespike.cli import app
+from edgespike.cli import app, profile_tables
 from edgespike.config import ModelConfig, SpikeConfig
 from edgespike.errors import EdgespikeError
 from edgespike.models.base import SpikingLM
@@ -107,6 +109,11 @@ def test_report_schema_on_held_out_text(tmp_path):
     # per-layer energies add up to the model's (same memory tiers)
     layers = sum(row["energy_per_token_j"]["cmos45"] for row in report["layers"])
     assert layers == pytest.approx(cmos["energy_per_token_j"])
+    screen = Console(width=80, record=True, file=io.StringIO())
+    for table in profile_tables(report):
+        screen.print(table)
+    text = screen.export_text()
+    assert "…" not in text and all(name in text for name in report["targets"])  # 80 columns, no cell cut
 
 
 def test_timesteps_sweep_and_plots(tmp_path):
