@@ -23,10 +23,10 @@ def _budgets(tmp_path, text):
 def test_layers_package_defaults_then_file_default_then_file_target(tmp_path):
     budgets = load_budgets(_budgets(tmp_path, "[default]\nmin_top1_agreement = 0.95\n[onnx]\nmax_artifact_bytes = 2_000_000\n"), TARGETS)
     assert budgets["onnx"].max_artifact_bytes == 2_000_000 and budgets["coreml"].max_artifact_bytes is None
-    # the file's [default] overrides the package's [coreml] (0.7), as the user asked
-    assert budgets["onnx"].min_top1_agreement == budgets["coreml"].min_top1_agreement == 0.95
+    # the file's [default] overrides the package's [neuronchip] (0.75), as the user asked
+    assert budgets["onnx"].min_top1_agreement == budgets["neuronchip"].min_top1_agreement == 0.95
     packaged = load_budgets(None, TARGETS)
-    assert packaged["coreml"].greedy_match is False and packaged["onnx"].greedy_match is True
+    assert packaged["neuronchip"].greedy_match is False and packaged["onnx"].greedy_match is True
 
 
 @pytest.mark.parametrize(
