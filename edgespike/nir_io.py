@@ -27,6 +27,8 @@ Every neuron node edgespike writes states its law in its metadata (``reset`` sub
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +152,46 @@ def _types(group, where: str = "") -> list[tuple[str, str]]:
         if kind == "NIRGraph" and "nodes" in node:
             found.extend(_types(node, f"{where}{name}/"))
     return found
+
+
+def _shallow_dict(node) -> dict:
+    """``node.to_dict()`` with its arrays shared: to_dict's ``dataclasses.asdict`` deep-copies every value."""
+    arrays = {f.name: getattr(node, f.name) for f in dataclasses.fields(node) if isinstance(getattr(node, f.name), np.ndarray)}
+    light = copy.copy(node)
+    for name in arrays:
+        object.__setattr__(light, name, None)
+    if type(node).__name__ == "NIRGraph":
+        object.__setattr__(light, "nodes", {})
+    found = {**light.to_dict(), **arrays}
+    if type(node).__name__ == "NIRGraph":
+        found["nodes"] = {name: _shallow_dict(child) for name, child in node.nodes.items()}
+    return found
+
+
+def write_graph(path: Path, graph, compression: str = "gzip") -> None:
+    """The file ``nir.write(path, graph)`` writes, without its copy of every weight (``to_dict``'s deep
+    copy doubled a large graph's memory while it was written)."""
+    import h5py
+
+    nir = _nir()
+
+    def write(group, values: dict) -> None:  # nir.write's layout, dataset by dataset
+        for key, value in values.items():
+            if key == "metadata":
+                if value != {}:
+                    write(group.create_group(key), value)
+            elif isinstance(value, str):
+                group.create_dataset(key, data=value, dtype=h5py.string_dtype())
+            elif isinstance(value, np.ndarray):
+                group.create_dataset(key, data=value, dtype=value.dtype, compression=compression)
+            elif isinstance(value, dict):
+                write(group.create_group(str(key)), value)
+            else:
+                group.create_dataset(key, data=value)
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("version", data=nir.version, dtype=h5py.string_dtype())
+        write(f.create_group("node"), _shallow_dict(graph))
 
 
 def read_graph(path: Path):

@@ -1,4 +1,4 @@
-"""NIR: the spiking part of a decode step as a NIR graph (``model.nir``, ``nir.write`` HDF5), the rest
+"""NIR: the spiking part of a decode step as a NIR graph (``model.nir``, ``nir.write``'s HDF5), the rest
 listed in the manifest as host work (module paths and why), as the NeuronChip exporter does.
 
 - A ``nir_graph`` model (embedding + a chain of NIR nodes + readout, what ``edgespike import nir``
@@ -35,7 +35,7 @@ from edgespike.capture import DecodeStep, export_step
 from edgespike.exporters.graph_walk import SHAPE_OPS, SPLIT_OPS, is_op, module_path, op_name, producer, spike_source
 from edgespike.exporters.registry import ExportOptions, register_exporter, step_io
 from edgespike.models.nir_graph import LINEAR_TYPES, NirGraphLM
-from edgespike.nir_io import DT, LAW_KEYS, law_equation, linear_node, neuron_node
+from edgespike.nir_io import DT, LAW_KEYS, law_equation, linear_node, neuron_node, write_graph
 from edgespike.nn import LIF, RMSNorm, SpikeEncoder, TernaryLinear
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ class NirExporter:
         metadata = {"producer": f"edgespike {__version__}", "dt": dt, "timesteps": step.model.config.spike.timesteps,
                     "runnable": runnable, **({"readout": step.model.config.readout} if runnable else {})}
         graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)  # type-checks every edge's shapes
-        nir.write(staging / MODEL_FILE, graph)
+        write_graph(staging / MODEL_FILE, graph)
         mapped = {key for key in nodes}
         host_tensors = {}
         if runnable:

@@ -227,3 +227,29 @@ def test_host_weights_hold_the_embedding(exported):
     host = load_file(str(out / "host.safetensors"))
     assert set(host) == {"embed.weight"}
     torch.testing.assert_close(host["embed.weight"], model.embed.weight.detach())
+
+
+def test_write_graph_writes_nir_writes_file(tmp_path):
+    """edgespike's writer (no deep copy of the weights) and nir.write give the same datasets, dtypes,
+    values and compression, for a walked family's graph (Input / Affine / LIF / Output nodes, metadata)."""
+    import h5py
+
+    from edgespike.nir_io import write_graph
+
+    exported = export(models.create("pulse", "tiny"), "nir", tmp_path / "nir", validate=None)
+    graph = nir.read(exported.path / "model.nir")
+    nir.write(tmp_path / "theirs.nir", graph)
+    write_graph(tmp_path / "ours.nir", graph)
+
+    def datasets(path):
+        found = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, item: found.__setitem__(name, (item.dtype, item.compression, item[()]))
+                         if isinstance(item, h5py.Dataset) else None)
+        return found
+
+    ours, theirs = datasets(tmp_path / "ours.nir"), datasets(tmp_path / "theirs.nir")
+    assert ours.keys() == theirs.keys() and any(name.endswith("/weight") for name in ours)
+    for name, (dtype, compression, value) in theirs.items():
+        assert ours[name][:2] == (dtype, compression), name
+        assert np.array_equal(ours[name][2], value), name
