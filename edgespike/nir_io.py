@@ -157,13 +157,14 @@ def _types(group, where: str = "") -> list[tuple[str, str]]:
 def _shallow_dict(node) -> dict:
     """``node.to_dict()`` with its arrays shared: to_dict's ``dataclasses.asdict`` deep-copies every value."""
     arrays = {f.name: getattr(node, f.name) for f in dataclasses.fields(node) if isinstance(getattr(node, f.name), np.ndarray)}
+    graph = type(node).__name__ == "NIRGraph"  # its to_dict deep-copies every child: done here, shallow
     light = copy.copy(node)
     for name in arrays:
         object.__setattr__(light, name, None)
-    if type(node).__name__ == "NIRGraph":
+    if graph:
         object.__setattr__(light, "nodes", {})
     found = {**light.to_dict(), **arrays}
-    if type(node).__name__ == "NIRGraph":
+    if graph:
         found["nodes"] = {name: _shallow_dict(child) for name, child in node.nodes.items()}
     return found
 
