@@ -160,10 +160,11 @@ def walk_graph(step: DecodeStep) -> tuple[dict, list, dict, list]:
             host_ops[_path(node)] = "attention (softmax and matmuls over the carried KV cache): no NIR node"
     refused = {path: _lif_refusal(model.get_submodule(path), node) for path, node in lif_calls.items()}
     lifs = {path: node for path, node in lif_calls.items() if refused[path] is None}
-    fed_by = {}  # linear path -> the LIF whose spikes it reads
+    fed_by = {}  # linear path -> the LIF whose spikes it reads, all of them (NIR has no node taking a part)
     for path, value in linear_inputs.items():
         source = spike_source(value)
-        if source is not None and is_op(source, "lif") and _path(source) in lifs:
+        if (source is not None and is_op(source, "lif") and _path(source) in lifs
+                and value.meta["val"].shape[-1] == source.args[1].meta["val"].shape[-1]):
             fed_by[path] = _path(source)
     drives = {}  # LIF path -> the linear whose output is its current
     for path, node in lifs.items():
@@ -217,7 +218,7 @@ def _host_work(model: nn.Module, mapped: set[str], refused: dict, host_ops: dict
         elif isinstance(module, SpikeEncoder):
             reason = "encodes host activations into multi-level spike codes (W8ASpike): no NIR node"
         elif isinstance(module, (TernaryLinear, nn.Linear)):
-            reason = "input is not spikes and it drives no LIF (float activations): a host matmul"
+            reason = "drives no LIF and reads no whole LIF population (dense input, or part of one: no NIR node slices): a host matmul"
         elif path in host_ops:
             reason = host_ops[path]
         elif own:

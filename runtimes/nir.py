@@ -81,9 +81,11 @@ class Neuron:
 
 
 def _linear(node):
-    weight = _t(node.weight)
+    # the weight as stored (float32 from edgespike), widened per call: float64 copies of a 1B graph's
+    # weights would be 8 GB beside the graph's own 4 GB
+    weight = torch.from_numpy(np.asarray(node.weight))
     bias = _t(node.bias) if type(node).__name__ == "Affine" else None
-    return lambda x: x.double() @ weight.T + (0 if bias is None else bias)
+    return lambda x: x.double() @ weight.T.double() + (0 if bias is None else bias)
 
 
 class GraphExecutor:
@@ -183,17 +185,24 @@ class HostLoopSession:
 
     def __init__(self, directory: Path, manifest: dict):
         from edgespike.capture import decode_step
-        from edgespike.models.registry import build, get_family
+        from edgespike.models.registry import get_family
+        from edgespike.models.streaming import frozen_skeleton
 
         self.manifest = manifest
         graph = read_graph(directory / manifest["model_file"])
         config = get_family(manifest["family"]).model_class.config_class.from_dict(manifest["config"])
-        self.step_module = decode_step(build(config), manifest["timesteps"], weights=manifest.get("weights"))
-        model, dt = self.step_module.model, float(manifest["dt"])
-        _, unexpected = model.load_state_dict(load_file(str(directory / manifest["host_weights"])), strict=False)
+        # the frozen model's large tensors stay on the meta device until host.safetensors gives them values;
+        # the graph's linears keep none (the executor computes them), so the model never exists in fp32
+        model, dt, host_path = frozen_skeleton(config, manifest["weights"]), float(manifest["dt"]), directory / manifest["host_weights"]
+        _, unexpected = model.load_state_dict(load_file(str(host_path)), strict=False, assign=True)
         if unexpected:
-            raise EdgespikeError(f"{directory / manifest['host_weights']} holds tensors the {manifest['family']} config "
+            raise EdgespikeError(f"{host_path} holds tensors the {manifest['family']} config "
                                  f"does not use, e.g. {unexpected[:3]}; re-export the artifact")
+        missing = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+                   if tensor.is_meta and name.rsplit(".", 1)[0] not in graph.nodes]
+        if missing:
+            raise EdgespikeError(f"{host_path} lacks tensors the host work needs, e.g. {missing[:3]}; re-export the artifact")
+        self.step_module = decode_step(model, manifest["timesteps"], weights=manifest["weights"])
         self.last_spikes: list[np.ndarray] = []
         populations, patched = len(self.step_module.spike_populations()), 0
         for name, node in graph.nodes.items():

@@ -21,7 +21,9 @@ from typer.testing import CliRunner
 from edgespike import models
 from edgespike.cli import app
 from edgespike.errors import EdgespikeError
+from edgespike.capture import decode_step
 from edgespike.exporters import ExportOptions, export
+from edgespike.runtimes import load
 from edgespike.validate import validate_artifact
 
 D, H, V, T = 8, 12, 10, 3
@@ -183,6 +185,36 @@ def test_family_with_attention_keeps_its_host_work(tmp_path):
     v = manifest["validation"]
     assert v["passed"] and v["max_abs_logit_diff"] <= 1e-3 and v["spikes_compared"] > 0 and v["spike_flip_rate"] == 0.0
     assert v["tolerance"]["applies_to"] == "conversion" and v["conversion"]["max_abs_logit_diff"] <= 1e-3
+
+
+def test_host_loop_session_holds_no_host_copy_of_the_graph(tmp_path):
+    """The host-loop session builds the family with its large tensors on the meta device (here every
+    256 x 256 linear) and gives values only to the host work's, from host.safetensors: the graph's
+    linears never get host codes, so the model never exists in fp32; its steps equal eager's."""
+    from edgespike.runtimes.eager import EagerSession
+
+    model = models.create("pulse", "tiny", d_model=256, ffn_dim=256)
+    session = load(export(model, "nir", tmp_path / "nir").path)
+    held = dict(session.step_module.model.named_buffers())
+    assert held["layers.0.up.codes"].is_meta and held["layers.1.q_proj.codes"].is_meta
+    frozen = dict(decode_step(model).model.named_buffers())
+    assert torch.equal(held["layers.0.o_proj.codes"], frozen["layers.0.o_proj.codes"])  # host work: the export's codes
+    eager = EagerSession(model, model.config.spike.timesteps, "ternary")
+    for token in (5, 17, 3):
+        assert abs(session.step(token) - eager.step(token)).max() <= 1e-4
+
+
+def test_linear_reading_part_of_a_population_is_fed_by_the_host(tmp_path):
+    """Ultimate's channel mix splits one LIF population's spikes between two linears (key, receptance):
+    NIR has no node that takes a part, so the host feeds those linears through Input nodes."""
+    model = models.create("ultimate", "tiny")
+    result = export(model, "nir", tmp_path / "nir", validate=lambda d, m: validate_artifact(d, m, model))
+    edges = {tuple(edge) for edge in result.manifest["nir_edges"]}
+    for block in ("layers.0.channel", "layers.1.channel"):
+        assert (f"input.{block}.key", f"{block}.key") in edges and (f"{block}.lif", f"output.{block}.lif") in edges
+        assert (f"{block}.lif", f"{block}.key") not in edges
+    v = result.manifest["validation"]
+    assert v["passed"] and v["conversion"]["max_abs_logit_diff"] <= 1e-5 and v["spikes_compared"] > 0 and v["spike_flip_rate"] == 0.0
 
 
 def _graph_file(path, nodes, edges):

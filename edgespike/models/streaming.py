@@ -5,6 +5,8 @@ second copy: ``edgespike.capture.decode_step`` uses a streamed model as it is).
 
     load_frozen(spec, weights, timesteps)   a model dir's (safetensors, read tensor by tensor) or a
                                             FAMILY:PRESET's seeded random weights, frozen
+    frozen_skeleton(config, weights)        the frozen model with its large tensors left on meta, for a
+                                            frozen state_dict loaded with ``assign=True`` (an artifact's)
     should_stream(spec)                     whether a spec is large enough that export streams it
     load_for_export(spec, ..., stream)      streamed when asked (or, stream=None, when large), else ``load``
 
@@ -64,6 +66,14 @@ def large_parameters_on_meta(min_elements: int = STREAMED_MIN_ELEMENTS):
         yield
     finally:
         nn.Module.register_parameter = register
+
+
+def frozen_skeleton(config, weights: str) -> SpikingLM:
+    """``config``'s model frozen to ``weights`` with its large tensors (the codes too) on the meta
+    device: nothing is allocated for them until ``load_state_dict(state, assign=True)`` gives them values."""
+    model = _filled(config, lambda name, like: like, check_format(weights))
+    model.frozen_weights = weights
+    return model.eval()
 
 
 def random_tensor(name: str, like: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -198,8 +208,8 @@ def _filled(config, source: Source, weights: str) -> SpikingLM:
                 if id(param) in tied:
                     made[id(param)] = value
             module._parameters[name] = value
-        if hasattr(module, "init_from_weight"):  # buffers derived from the weight (a model dir's file overwrites them)
-            module.init_from_weight()
+        if hasattr(module, "init_from_weight") and not module.weight.is_meta:  # buffers derived from the weight
+            module.init_from_weight()  # (a model dir's file overwrites them)
         for name, buffer in module._buffers.items():
             if buffer is not None and name not in module._non_persistent_buffers_set:
                 buffer.copy_(source(prefix + name, buffer))
