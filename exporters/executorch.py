@@ -23,6 +23,7 @@ keyed by their bytes' hash.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import os
@@ -130,6 +131,25 @@ def dynamically_quantized(linears: list[TernaryLinear], weights: str):
             del linear.forward
 
 
+@contextlib.contextmanager
+def preprocessing_shares_weights():
+    """XNNPACK preprocesses a deep copy of every partition (``copy_exported_program_for_preprocess``),
+    weights included, all of them at once: a copy of every weight per method. Its preprocessing reads
+    the weights without changing them, so while the context lasts the graphs are copied and the tensors
+    shared, as executorch's CUDA backend does in its low-memory mode."""
+    from executorch.backends.xnnpack.xnnpack_preprocess import XnnpackBackend
+
+    def copy_sharing_tensors(cls, program, compile_specs):
+        tensors = (t for values in (program.state_dict, program.constants) for t in values.values())
+        return copy.deepcopy(program, {id(t): t for t in tensors if isinstance(t, torch.Tensor)})
+
+    XnnpackBackend.copy_exported_program_for_preprocess = classmethod(copy_sharing_tensors)
+    try:
+        yield
+    finally:
+        del XnnpackBackend.copy_exported_program_for_preprocess  # BackendDetails' deep copy again
+
+
 class StateWriter(nn.Module):
     """The ``set_state`` method: writes its inputs into buffers named as the step's state buffers
     (the names the shared memory plan matches), one per state spec, in order."""
@@ -210,14 +230,17 @@ class ExecuTorchExporter:
         # XNNPACK takes the linears (DESIGN.md); delegating every elementwise op as well splits
         # the graph into one partition per stretch between LIF steps, each lowered separately
         partitioner = XnnpackPartitioner(configs=[LinearConfig, AddmmConfig, MMConfig])
-        edge = to_edge_transform_and_lower(programs, partitioner=[partitioner])
+        with preprocessing_shares_weights():
+            edge = to_edge_transform_and_lower(programs, partitioner=[partitioner])
         del programs
+        delegates = delegated_ops(edge.exported_program("forward"))
         executorch_program = edge.to_executorch(ExecutorchBackendConfig(
             passes=[InitializedMutableBufferPass([spec.buffer for spec in step.specs])],  # the state starts at zero
             memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=True),  # one state for both methods
         ))
-        (staging / MODEL_FILE).write_bytes(executorch_program.buffer)
-        delegates = delegated_ops(edge.exported_program("forward"))
+        del edge
+        with open(staging / MODEL_FILE, "wb") as file:
+            executorch_program.write_to_file(file)  # its pieces as they are: ``.buffer`` joins a copy of the whole .pte
         linears = sum(isinstance(m, TernaryLinear) for m in step.model.modules())
         bits = code_bits(step.weights) if quantized else None
         log.info("executorch: %d XNNPACK delegate calls, %d mutable state buffers, %d of %d linears int%s",
