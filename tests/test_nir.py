@@ -19,9 +19,9 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from edgespike import models
+from edgespike.capture import decode_step
 from edgespike.cli import app
 from edgespike.errors import EdgespikeError
-from edgespike.capture import decode_step
 from edgespike.exporters import ExportOptions, export
 from edgespike.runtimes import load
 from edgespike.validate import validate_artifact
