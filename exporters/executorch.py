@@ -131,6 +131,29 @@ def dynamically_quantized(linears: list[TernaryLinear], weights: str):
             del linear.forward
 
 
+def _folded(self: TernaryLinear, x: torch.Tensor) -> torch.Tensor:
+    """A frozen TernaryLinear fed by dense values: its codes as an fp32 weight, times the scale."""
+    y = nn.functional.linear(x, self.folded_codes) * self.scale
+    return y if self.bias is None else y + self.bias
+
+
+@contextlib.contextmanager
+def folded_once(linears: list[TernaryLinear]):
+    """``linears`` hold their codes as fp32 weights while the context lasts: one tensor per linear,
+    which every method's program shares (constant propagation would fold a copy per method)."""
+    codes = {}
+    for linear in linears:
+        codes[linear] = linear._buffers.pop("codes")
+        linear.register_buffer("folded_codes", codes[linear].float())
+        linear.forward = functools.partial(_folded, linear)
+    try:
+        yield
+    finally:
+        for linear, linear_codes in codes.items():
+            del linear.forward, linear._buffers["folded_codes"]
+            linear.register_buffer("codes", linear_codes)
+
+
 @contextlib.contextmanager
 def preprocessing_shares_weights():
     """XNNPACK preprocesses a deep copy of every partition (``copy_exported_program_for_preprocess``),
@@ -218,12 +241,14 @@ class ExecuTorchExporter:
         quantized = spike_fed_linears(step)
         prefill = prefill_tokens(step, options, self.prefill_tokens)
         methods = {"forward": 1, **({PREFILL_METHOD: prefill} if prefill else {})}
+        dense = [m for m in step.model.modules() if isinstance(m, TernaryLinear) and m.mode == "frozen" and m not in quantized]
         programs = {}
-        for method, tokens in methods.items():
-            with torch.no_grad(), dynamically_quantized(quantized, step.weights):
+        # the dense linears get static fp32 weights XNNPACK can pack; the spike-fed ones keep their codes
+        with torch.no_grad(), dynamically_quantized(quantized, step.weights), folded_once(dense):
+            for method, tokens in methods.items():
                 program = export_step(step, tokens).run_decompositions(DECOMPOSITIONS)
-            # fold the dense linears' codes -> float weights, so XNNPACK sees static weights it can pack; keep the int8 ones
-            programs[method] = constant_prop_pass(program, custom_skip_targets={*_DEFAULT_SKIP_TARGETS, *_QUANT_PRIMITIVES})
+                # the quantized pattern's per-channel scales and zero points, folded into the constants XNNPACK packs
+                programs[method] = constant_prop_pass(program, custom_skip_targets={*_DEFAULT_SKIP_TARGETS, *_QUANT_PRIMITIVES})
         writer = StateWriter(step)
         programs[SET_STATE_METHOD] = torch.export.export(writer, writer.example_inputs(), strict=False)
         mutated = sorted(programs["forward"].graph_signature.buffers_to_mutate.values())
