@@ -31,6 +31,7 @@ class ExecuTorchSession:
     def reset(self) -> None:
         from executorch.runtime import Runtime
 
+        self.loaded = self.program = None  # the old program's packed weights freed before the new one packs its own
         with native_output_silenced(2):  # XNNPACK's cpuinfo probe prints to stderr while the methods load
             program = Runtime.get().load_program(self.path)
             # every method loaded before any runs: loading one (re)writes the shared state's initial zeros
