@@ -6,7 +6,7 @@ the captured graph, ``graph_walk.spike_source``) become XNNPACK's dynamically qu
 layer's). That is exact for such spikes: 0 and the spike value are both on the 8-bit grid, and
 the integer sums are exact; the .pte stores ternary and int4 codes in 4 bits (XNNPACK's qc4w),
 int8 codes in 8. The other linears (fed by dense values or ternary spikes: an 8-bit input would
-change the model) get their codes x scale folded into fp32 weights. The
+change the model) get their codes as fp32 weights, made once for all methods, times the scale. The
 edgespike ops are decomposed to core ATen with their reference kernels (the same Python that
 defines them), keeping the state mutation; the portable kernels run the rest (the LIF recurrence,
 comparisons, softmax).
@@ -200,7 +200,7 @@ def delegated_ops(program) -> int:
 
 # Lowering holds the int8 codes, the dense linears' folded fp32 weights, XNNPACK's packed copies and
 # the serialized program: measured on pulse-1b (1.01B parameters, 150 of 180 linears int8, streamed),
-# peak RSS 5.66 GB, i.e. ~5.6 bytes per parameter.
+# peak RSS 6.18 GB, i.e. ~6.1 bytes per parameter (validation afterwards: 7.71 GB).
 LOWERING_BYTES_PER_PARAMETER = 6
 
 
