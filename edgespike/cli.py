@@ -117,6 +117,7 @@ def train_command(
     seed: int = typer.Option(0, help="Seed of initialization and batch sampling."),
     out: Optional[Path] = typer.Option(None, help="Run dir (default runs/FAMILY-PRESET): model/, checkpoint/, metrics.json."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint."),
+    init: Optional[Path] = typer.Option(None, help="Start from this model dir's weights and tokenizer (its config replaces --preset's), e.g. ternary training of a float model."),
     json_out: bool = typer.Option(False, "--json", help="Print the final report as JSON."),
 ):
     """Train a family on a corpus; reports held-out perplexity and per-layer spike rates."""
@@ -130,13 +131,17 @@ def train_command(
     out = out or Path("runs") / f"{family}-{preset}"
     if not resume and (out / "checkpoint").exists():
         raise EdgespikeError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    config = models.preset_config(family, preset)
+    initial = models.load(init) if init is not None else None
+    if initial is not None and (initial.family != family or initial.tokenizer is None):
+        raise EdgespikeError(f"--init: {init} holds a {initial.family} model{'' if initial.tokenizer else ' without tokenizer.json'}; "
+                             f"start a {family} run from a {family} model dir that edgespike train wrote")
+    config = initial.config if initial is not None else models.preset_config(family, preset)
     if dropout is not None:
         if not hasattr(config, "dropout"):
             raise EdgespikeError(f"--dropout: the {family} family has no dropout; train it without --dropout")
         config = config.replace(dropout=dropout)
     train_text, held_out_text = data.split_corpus(data.read_corpus(corpus))
-    tokenizer = data.train_tokenizer(train_text, tokenizer_kind, vocab_size)
+    tokenizer = initial.tokenizer if initial is not None else data.train_tokenizer(train_text, tokenizer_kind, vocab_size)
     tokenization = data.check_chunking(tokenizer, train_text + held_out_text)
     train_ids, valid_ids = data.encode(tokenizer, train_text), data.encode(tokenizer, held_out_text)
 
@@ -144,9 +149,11 @@ def train_command(
     config = config.replace(vocab_size=tokenizer.get_vocab_size(), weights="ternary" if ternary else "float", spike=spike)
     torch.manual_seed(seed)
     model = models.build(config)
+    if initial is not None:
+        model.load_state_dict(initial.state_dict())
     model.tokenizer = tokenizer
 
-    start = time.perf_counter()
+    tick = time.perf_counter()
     columns = (
         TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -164,6 +171,7 @@ def train_command(
     report = {
         "family": family,
         "preset": preset,
+        **({"init": str(init)} if init is not None else {}),
         "weights": config.weights,
         "parameters": model.num_parameters(),
         "corpus": corpus,
@@ -174,7 +182,7 @@ def train_command(
         "held_out_tokens": len(valid_ids),
         "options": options.__dict__,
         "seconds": round(result.seconds, 1),
-        "wall_seconds": round(time.perf_counter() - start, 1),
+        "wall_seconds": round(time.perf_counter() - tick, 1),
         "val_ppl": perplexity(model, valid_ids, seq_len),
         "unigram_ppl": unigram_perplexity(train_ids, valid_ids, config.vocab_size),
         "spike_rates": models.spike_rates(model.eval(), valid_ids[: rows * seq_len].reshape(rows, seq_len)),

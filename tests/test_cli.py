@@ -102,3 +102,28 @@ def test_every_help_text_survives_rich_markup():
     assert len(helps) > 50
     for text in helps:
         assert Text.from_markup(text).plain == text.replace("\\[", "["), text
+
+
+def test_train_init_starts_from_a_model_dirs_weights(tmp_path):
+    """--init: ternary training that starts from a float run's weights and tokenizer (at a vanishing
+    learning rate its latent weights stay the float model's, where a fresh start draws new ones)."""
+    import torch
+
+    from edgespike import models
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the spiking model reads the text and the text reads the model.\n" * 300)
+    common = ("--corpus", str(corpus), "--tokenizer", "char", "--steps", "2", "--seq-len", "16", "--batch-size", "2", "--json")
+    assert run("train", "pulse", "--float", "--seed", "1", "--out", str(tmp_path / "float"), *common).returncode == 0
+    result = run("train", "pulse", "--ternary", "--lr", "1e-12", "--init", str(tmp_path / "float" / "model"),
+                 "--out", str(tmp_path / "ternary"), *common)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["weights"] == "ternary" and report["init"] == str(tmp_path / "float" / "model")
+    start, trained = models.load(tmp_path / "float" / "model"), models.load(tmp_path / "ternary" / "model")
+    assert trained.config.weights == "ternary"
+    for (name, before), after in zip(start.state_dict().items(), trained.state_dict().values()):
+        assert torch.allclose(before, after, atol=1e-6), name
+    assert (tmp_path / "float" / "model" / "tokenizer.json").read_text() == (tmp_path / "ternary" / "model" / "tokenizer.json").read_text()
+    wrong = run("train", "evospikenet", "--init", str(tmp_path / "float" / "model"), "--out", str(tmp_path / "evo"), *common)
+    assert wrong.returncode == 2 and "--init:" in wrong.stderr and "holds a pulse model" in wrong.stderr
