@@ -153,7 +153,7 @@ def train_command(
         model.load_state_dict(initial.state_dict())
     model.tokenizer = tokenizer
 
-    tick = time.perf_counter()
+    start = time.perf_counter()
     columns = (
         TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -182,7 +182,7 @@ def train_command(
         "held_out_tokens": len(valid_ids),
         "options": options.__dict__,
         "seconds": round(result.seconds, 1),
-        "wall_seconds": round(time.perf_counter() - tick, 1),
+        "wall_seconds": round(time.perf_counter() - start, 1),
         "val_ppl": perplexity(model, valid_ids, seq_len),
         "unigram_ppl": unigram_perplexity(train_ids, valid_ids, config.vocab_size),
         "spike_rates": models.spike_rates(model.eval(), valid_ids[: rows * seq_len].reshape(rows, seq_len)),
