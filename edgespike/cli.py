@@ -170,8 +170,7 @@ def train_command(
     rows = min(4, len(valid_ids) // seq_len)  # held-out sequences for the spike rates
     report = {
         "family": family,
-        "preset": preset,
-        **({"init": str(init)} if init is not None else {}),
+        **({"init": str(init)} if init is not None else {"preset": preset}),
         "weights": config.weights,
         "parameters": model.num_parameters(),
         "corpus": corpus,
