@@ -119,17 +119,20 @@ def test_fp16_coreml(family, tmp_path):
     assert bool(result.manifest["spike_values"]) == has_lif
 
 
-def test_coreml_default_fp16x2_states_keep_the_trained_dynamics(tmp_path):
-    """Core ML states are fp16; the default fp16 pairs at fp32 compute give the demo's rollout back
-    (one fp16 state each: top-1 0.828, 2 % flips, greedy differs)."""
+@pytest.mark.parametrize("precision, min_top1, max_flip_rate", [("fp32", 0.97, 0.001), ("fp16", 0.9, 0.03)])
+def test_coreml_default_fp16x2_states_keep_the_trained_dynamics(precision, min_top1, max_flip_rate, tmp_path):
+    """Core ML states are fp16; the default fp16 pairs give the demo's rollout back: at fp32 compute
+    exactly (one fp16 state each: top-1 0.891, 1.3 % flips, greedy differs), at fp16 compute within
+    the issue's goal (measured: top-1 0.953, 1.7 % flips, greedy match)."""
     model = models.load("demo")
-    result = export(model, "coreml", tmp_path / "coreml", source="demo",
+    result = export(model, "coreml", tmp_path / "coreml", ExportOptions(precision=precision), source="demo",
                     validate=lambda d, m: validate_artifact(d, m, model))
     manifest, v = result.manifest, result.manifest["validation"]
-    assert manifest["precision"] == "fp32" and manifest["state_precision"] == "fp16x2"
+    assert manifest["precision"] == precision and manifest["state_precision"] == "fp16x2"
     assert all(spec["lo_buffer"] == spec["buffer"] + "__lo" for spec in manifest["states"]) and all(v["checks"].values())
-    assert v["top1_agreement"] >= 0.97 and v["greedy_match"] and v["spike_flip_rate"] <= 0.001, v
-    assert v["conversion"]["max_abs_logit_diff"] <= 1e-4
+    assert v["top1_agreement"] >= min_top1 and v["greedy_match"] and v["spike_flip_rate"] <= max_flip_rate, v
+    if precision == "fp32":
+        assert v["conversion"]["max_abs_logit_diff"] <= 1e-4
 
 
 def test_unknown_state_precision_is_refused(tmp_path):
