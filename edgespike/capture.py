@@ -83,6 +83,8 @@ class DecodeStep(nn.Module):
         # spike_rates: also return [B, P], per LIF call the fraction of neurons x timesteps that
         # fired for this token, graded spikes counted once (spike_populations() names the P calls)
         self.spike_rates = False
+        # spike_outputs: also return each LIF call's spikes, in call order (validation follows them)
+        self.spike_outputs = False
         for spec in self.specs:
             self.register_buffer(spec.buffer, initial[spec.name].clone())
 
@@ -141,15 +143,17 @@ class DecodeStep(nn.Module):
                 getattr(self, spec.lo_buffer).zero_()
         self.position = 0
 
-    def forward(self, tokens: Tensor, position: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, tokens: Tensor, position: Tensor | None = None) -> Tensor | tuple[Tensor, ...]:
         rates: list[Tensor] = []  # [B] per LIF call
-        hooks = [
-            module.register_forward_hook(
-                lambda _m, _i, out: rates.append((out[0] != 0).to(out[0].dtype).transpose(0, 1).flatten(1).mean(dim=1))
-            )
-            for module in self.model.modules()
-            if self.spike_rates and isinstance(module, LIF)
-        ]
+        spikes: list[Tensor] = []  # per LIF call, its spikes
+
+        def record(_module, _inputs, out):
+            if self.spike_rates:
+                rates.append((out[0] != 0).to(out[0].dtype).transpose(0, 1).flatten(1).mean(dim=1))
+            spikes.append(out[0])
+
+        hooks = [module.register_forward_hook(record) for module in self.model.modules()
+                 if (self.spike_rates or self.spike_outputs) and isinstance(module, LIF)]
         state = self.state()
         if self.positional:
             if position is None:
@@ -167,9 +171,12 @@ class DecodeStep(nn.Module):
                 getattr(self, spec.lo_buffer).copy_(value - hi)
                 value = hi
             getattr(self, spec.buffer).copy_(value)
-        if not self.spike_rates:
-            return logits[:, -1]  # [B, V]
-        return logits[:, -1], torch.stack(rates, dim=1)  # [B, V], [B, P]
+        outputs = (logits[:, -1],)  # [B, V]
+        if self.spike_rates:
+            outputs += (torch.stack(rates, dim=1),)  # [B, P]
+        if self.spike_outputs:
+            outputs += tuple(spikes)
+        return outputs if len(outputs) > 1 else outputs[0]
 
 
 def with_timesteps(model: SpikingLM, timesteps: int | None) -> SpikingLM:

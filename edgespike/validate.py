@@ -19,7 +19,8 @@ to ``conversion``: the same tokens with the artifact's state set to eager's befo
 token, which no carried rounding can hide behind. Core ML packages are also checked
 structurally (states, 2-bit LUT weights, spike ops).
 
-An fp32 runtime that exposes its spikes and takes a state (onnxruntime) is held to a
+An fp32 runtime that exposes its spikes and takes a state (onnxruntime, as extra outputs;
+ExecuTorch, whose ``forward`` returns them and whose ``set_state`` method takes a state) is held to a
 spike-following ``conversion``: before every token eager's state is given to it, and eager's
 LIF calls then follow the artifact's spikes (``edgespike.ops.lif.lif_following``), so both
 compute the same network spike for spike. Float reassociation still moves a membrane that
@@ -28,7 +29,7 @@ tie every few tokens, and one flipped spike changes every layer after it); follo
 such a tie from cascading, and every flip must lie within ``TIE_MARGIN`` of the threshold:
 a flip farther away is a fault, whatever the logits say. The free rollout, with its flip
 rate per LIF population, is the carried divergence a user sees. A runtime that takes a state
-but does not expose its spikes (ExecuTorch, through the program's ``set_state`` method) is held
+but does not expose its spikes (an ExecuTorch program exported before ``spike_outputs``) is held
 to the state-synced ``conversion``, as Core ML is.
 """
 

@@ -11,6 +11,8 @@ edgespike ops are decomposed to core ATen with their reference kernels (the same
 defines them), keeping the state mutation; the portable kernels run the rest (the LIF recurrence,
 comparisons, softmax).
 
+``forward`` returns each LIF call's spikes after the logits (manifest ``spike_outputs``: how many),
+so validation can follow them as it does ONNX's; a runtime that reads only the logits ignores them.
 Prefill: a second method, ``prefill``, is the same step over ``prefill.tokens`` tokens (manifest).
 A third, ``set_state``, writes its inputs (the manifest's states, in order) into the state, so a
 runtime can restore a saved state and validation can give eager's state to the program before
@@ -246,9 +248,12 @@ class ExecuTorchExporter:
         # the dense linears get static fp32 weights XNNPACK can pack; the spike-fed ones keep their codes
         with torch.no_grad(), dynamically_quantized(quantized, step.weights), folded_once(dense):
             for method, tokens in methods.items():
+                step.spike_outputs = method == "forward"
                 program = export_step(step, tokens).run_decompositions(DECOMPOSITIONS)
                 # the quantized pattern's per-channel scales and zero points, folded into the constants XNNPACK packs
                 programs[method] = constant_prop_pass(program, custom_skip_targets={*_DEFAULT_SKIP_TARGETS, *_QUANT_PRIMITIVES})
+            step.spike_outputs = False
+        spike_outputs = len(programs["forward"].graph_signature.user_outputs) - 1
         writer = StateWriter(step)
         programs[SET_STATE_METHOD] = torch.export.export(writer, writer.example_inputs(), strict=False)
         mutated = sorted(programs["forward"].graph_signature.buffers_to_mutate.values())
@@ -278,6 +283,7 @@ class ExecuTorchExporter:
                        else {"fp32": linears},
             "prefill": {"tokens": prefill, "method": PREFILL_METHOD} if prefill else None,
             "set_state_method": SET_STATE_METHOD,
+            "spike_outputs": spike_outputs,
         }
 
 

@@ -71,6 +71,10 @@ def test_executorch(family, tmp_path):
     _assert_executorch_structure(result.manifest)
     v = result.manifest["validation"]
     assert v["passed"] and v["max_abs_logit_diff"] <= 1e-3 and v["top1_agreement"] >= 0.99
+    has_lif = any(isinstance(m, LIF) for m in models.create(family, "tiny").modules())
+    assert (result.manifest["spike_outputs"] > 0) == has_lif
+    if has_lif:  # forward returns its spikes: eager follows them, every flip within the rounding-tie margin
+        assert v["conversion"]["flips_beyond_tie_margin"] == 0 and v["spike_flip_rate"] is not None
 
 
 def test_executorch_stores_spike_fed_ternary_linears_as_4bit_codes(tmp_path, monkeypatch):
