@@ -38,15 +38,14 @@ class ExecuTorchSession:
             self.loaded = {name: program.load_method(name) for name in self.methods}
         self.program = program  # owns the methods' memory: kept alive with them
         self.position = 0
-        self.last_spikes: list[np.ndarray] = []  # forward's LIF spikes of the last step
+        self.last_spikes: list[np.ndarray] = []  # the LIF spikes of the last call
 
     def _run(self, method: str, tokens: list[int]) -> np.ndarray:
         inputs = [torch.tensor([tokens], dtype=torch.long)]
         inputs += [torch.from_numpy(value) for value in position_inputs(self.manifest, self.position, len(tokens)).values()]
         self.position += len(tokens)
         outputs = self.loaded[method].execute(inputs)
-        if method == "forward":  # the LIF spikes after the logits (manifest spike_outputs; none before it)
-            self.last_spikes = [spikes.numpy().copy() for spikes in outputs[1:]]
+        self.last_spikes = [spikes.numpy().copy() for spikes in outputs[1:]]  # forward's (manifest spike_outputs)
         return outputs[0][0].numpy()
 
     def set_state(self, values: dict[str, np.ndarray]) -> None:

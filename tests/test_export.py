@@ -59,6 +59,10 @@ def test_onnx(family, tmp_path):
     assert v["tokens"] == 64 and v["greedy_match"] is not None
 
 
+def _has_lif(family):
+    return any(isinstance(m, LIF) for m in models.create(family, "tiny").modules())
+
+
 def _assert_executorch_structure(manifest):
     assert manifest["xnnpack_delegates"] > 0
     assert len(manifest["mutable_buffers"]) == len(manifest["states"])
@@ -71,7 +75,7 @@ def test_executorch(family, tmp_path):
     _assert_executorch_structure(result.manifest)
     v = result.manifest["validation"]
     assert v["passed"] and v["max_abs_logit_diff"] <= 1e-3 and v["top1_agreement"] >= 0.99
-    has_lif = any(isinstance(m, LIF) for m in models.create(family, "tiny").modules())
+    has_lif = _has_lif(family)
     assert (result.manifest["spike_outputs"] > 0) == has_lif
     if has_lif:  # forward returns its spikes: eager follows them, every flip within the rounding-tie margin
         assert v["conversion"]["flips_beyond_tie_margin"] == 0 and v["spike_flip_rate"] is not None
@@ -117,7 +121,7 @@ def test_fp16_coreml(family, tmp_path):
         assert v["runtime"] == "mil-interpreter"
     assert v["conversion"]["top1_agreement"] >= 0.9 and v["conversion"]["max_abs_logit_diff"] <= 1.5
     assert 0.0 <= v["top1_agreement"] <= 1.0 and v["greedy_match"] in (True, False)
-    has_lif = any(isinstance(m, LIF) for m in models.create(family, "tiny").modules())
+    has_lif = _has_lif(family)
     # every LIF's spikes are compared where the model has LIF neurons; fp16 flips some, never most
     assert (v["spike_flip_rate"] is not None) == has_lif and (not has_lif or v["spike_flip_rate"] < 0.2)
     assert bool(result.manifest["spike_values"]) == has_lif
