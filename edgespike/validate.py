@@ -152,10 +152,17 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
     on_conversion = bool(stepwise or following)  # the tolerance applies to one step from eager's state
     checks = STRUCTURE_CHECKS[manifest["target"]](directory, manifest) if manifest["target"] in STRUCTURE_CHECKS else {}
     failed_checks = [name for name, ok in checks.items() if not ok]
-    # a prefill call carries its chunk's divergence as the rollout does: where the tolerance applies to
-    # the conversion (one step, state given), the prefill is held to its top-1 agreement only
-    prefill_gate = Tolerance(float("inf"), tolerance.min_top1_agreement) if on_conversion else tolerance
-    prefill_ok = prefilled is None or prefilled.within(prefill_gate)
+    # a prefill call carries its chunk's divergence as the rollout does: where the tolerance applies to the
+    # conversion (one step, state given), the prefill is held to its top-1 agreement only; where the free rollout
+    # itself diverges beyond the tolerance while the conversion holds (threshold ties that float reassociation
+    # moved, carried on: random-weight models of d 2048), a chunk of tokens carries that too, and is only reported
+    if not on_conversion:
+        prefill_held_to, prefill_gate = "the tolerance", tolerance
+    elif rollout.within(tolerance):
+        prefill_held_to, prefill_gate = "top-1", Tolerance(float("inf"), tolerance.min_top1_agreement)
+    else:
+        prefill_held_to, prefill_gate = "nothing (reported): the free rollout carries a divergence the conversion shows is not its own", None
+    prefill_ok = prefilled is None or prefill_gate is None or prefilled.within(prefill_gate)
     passed = checked.within(tolerance) and not failed_checks and not (following and following.untied) and prefill_ok
     record = {
         "passed": passed,
@@ -182,7 +189,7 @@ def validate_artifact(directory: Path, manifest: dict, model: SpikingLM, tokens:
         }
     if following:
         record["conversion"] = following.record()
-    record["prefill"] = {**prefilled.record(), "held_to": "top-1" if on_conversion else "the tolerance"} if prefilled \
+    record["prefill"] = {**prefilled.record(), "held_to": prefill_held_to} if prefilled \
         else {"note": prefill_note(session)}
     if not flips.compared:
         record["spike_flip_rate_note"] = (
