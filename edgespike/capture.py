@@ -27,6 +27,7 @@ counter stops being exact past 2048. ALiBi families have no such input.
 
 from __future__ import annotations
 
+import gc
 import copy
 import dataclasses
 from dataclasses import dataclass
@@ -213,6 +214,16 @@ def frozen_model(model: SpikingLM, timesteps: int | None = None, weights: str | 
             f"load it again for {weights} weights at {timesteps or model.config.spike.timesteps} timesteps"
         )
     return model
+
+
+def release_trace_caches() -> None:
+    """Empty torch's fake-tensor dispatch cache: a class-level dict whose entries keep every program traced
+    through it alive, constants and all, for the life of the process (with ExecuTorch's ``is_same_node``
+    cache, 0.74 GB of the 1.04 GB an 8-layer d2048 pulse's lowering left behind)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    FakeTensorMode.cache_clear()
+    gc.collect()  # fx graphs are reference cycles
 
 
 def export_step(step: DecodeStep, tokens: int = 1) -> torch.export.ExportedProgram:

@@ -19,7 +19,7 @@ from typing import Callable
 
 from edgespike import __version__
 from edgespike.artifact import write_manifest, staged
-from edgespike.capture import decode_step
+from edgespike.capture import decode_step, release_trace_caches
 from edgespike.errors import EdgespikeError
 from edgespike.exporters.registry import EXPORTERS, PRECISIONS, ExportOptions, expected_bytes, register_exporter
 from edgespike.exporters import coreml, executorch, neuronchip, nir, onnx  # noqa: F401  (register the targets)
@@ -86,6 +86,7 @@ def export(
         except (ImportError, ValueError, NotImplementedError, RuntimeError) as err:  # a missing toolchain, an op it cannot take
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise EdgespikeError(f"export to {target} failed while lowering: {first}") from err
+        release_trace_caches()  # the programs traced while lowering: validation does not need them
         done("lower")
         stage("write")
         if model.tokenizer is not None:

@@ -16,15 +16,16 @@ in fp16 for the Neural Engine, the state arithmetic staying fp32. A second outpu
 token (the iOS app's live spike view); the manifest names the P populations.
 
 Prefill: the package has two functions, ``main`` (the decode step, its default) and ``prefill``
-(the same step over ``prefill.tokens`` tokens, logits only), converted separately and merged with
-``save_multifunction``, which stores their equal weights once; both declare the same states, so
-one ``MLState`` carries the sequence through either (``MLModel(..., function_name="prefill")``).
+(the same step over ``prefill.tokens`` tokens, logits only), converted separately, sharing each
+ternary weight's 2-bit indices, and merged in memory as ``save_multifunction`` merges packages, equal
+weights stored once; both declare the same states, so one ``MLState`` carries the sequence through
+either (``MLModel(..., function_name="prefill")``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -130,12 +131,30 @@ def _is_ternary(codes: np.ndarray) -> bool:
     return codes.min() >= -1 and codes.max() <= 1
 
 
+# while a package is lowered: each ternary weight's codes (a view of the frozen model's tensor, at the same
+# address in every function's conversion) and its 2-bit indices, which the functions then share
+_shared_indices: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+@contextlib.contextmanager
+def indices_shared_by_functions():
+    """The conversions inside share each ternary weight's indices (``_ternary_weight``)."""
+    try:
+        yield
+    finally:
+        _shared_indices.clear()
+
+
 def _ternary_weight(codes: np.ndarray, dtype, name: str):
-    """Ternary codes [out, in] as 2-bit indices into one table (0, 1, -1) (``constexpr_lut_to_dense``)."""
+    """Ternary codes [out, in] as 2-bit indices into one table (0, 1, -1) (``constexpr_lut_to_dense``);
+    numpy holds a 2-bit index in a byte, so each function's own copy would cost a byte per weight."""
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 
-    indices = np.where(codes < 0, 2, codes).astype(types.np_uint2_dtype)
+    key = (codes.__array_interface__["data"][0], codes.shape, codes.strides)
+    if key not in _shared_indices:  # the codes are kept with their indices: their address stays theirs
+        _shared_indices[key] = codes, np.where(codes < 0, 2, codes).astype(types.np_uint2_dtype)
+    indices = _shared_indices[key][1]
     lut = np.array([0.0, 1.0, -1.0, 0.0], dtype).reshape(1, 1, 4, 1)
     return mb.constexpr_lut_to_dense(indices=indices, lut=lut, name=name)
 
@@ -219,6 +238,31 @@ def _convert(step: DecodeStep, tokens: int, spike_rates: bool, states: list, com
     )
 
 
+def _multifunction(functions: dict):
+    """One model of ``functions`` (name -> converted model; "main" the default) as ``ct.utils.save_multifunction``
+    makes it, equal weights deduplicated across functions, but from their programs in memory: it reads saved
+    packages back, one copy of every weight per function (a byte per 2-bit index: 2 bytes per parameter)."""
+    import coremltools as ct
+    from coremltools.converters.mil.converter import mil_convert
+    from coremltools.converters.mil.mil import Program
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+    from coremltools.proto import Model_pb2
+
+    program, descriptions = Program(), []
+    for name, mlmodel in functions.items():
+        program.add_function(name, mlmodel._mil_program.functions["main"])
+        spec = mlmodel.get_spec().description
+        descriptions.append(Model_pb2.FunctionDescription(name=name, input=spec.input, output=spec.output, state=spec.state))
+    PASS_REGISTRY["common::const_deduplication"]._deduplicate_const_across_functions(program)
+    program.default_function_name = "main"
+    program.skip_all_passes = program.export_as_multifunction = True
+    return mil_convert(
+        program, convert_to="mlprogram", convert_from="milinternal", specification_version=ct.target.iOS18,
+        compute_units=ct.ComputeUnit.CPU_ONLY, skip_model_load=True,
+        model_description=Model_pb2.ModelDescription(functions=descriptions, defaultFunctionName="main"),
+    )
+
+
 class CoreMLExporter:
     name = "coreml"
     model_file = MODEL_FILE
@@ -244,23 +288,14 @@ class CoreMLExporter:
             if buffer
         ]
         compute_precision = _compute_precision(options.precision, state_precision)
-        mlmodel = _convert(step, 1, bool(populations), states, compute_precision)
-        operations = mlmodel._mil_program.functions["main"].operations
-        coded = [op.name for op in operations if op.op_type in COMPRESSED_OP.values() and CODED_SUFFIX in op.name]
-        spike_values = [op.outputs[0].name for op in operations if op.op_type == "stack" and SPIKES_SUFFIX in op.outputs[0].name]
         prefill = prefill_tokens(step, options, self.prefill_tokens)
-        if prefill:  # one package, two functions over the same states; save_multifunction stores equal weights once
-            parts = staging / "functions"
-            mlmodel.save(str(parts / "main.mlpackage"))
-            del mlmodel
-            _convert(step, prefill, False, states, compute_precision).save(str(parts / "prefill.mlpackage"))
-            functions = ct.utils.MultiFunctionDescriptor()
-            for name in ("main", PREFILL_FUNCTION):
-                functions.add_function(str(parts / f"{name}.mlpackage"), src_function_name="main", target_function_name=name)
-            functions.default_function_name = "main"
-            ct.utils.save_multifunction(functions, str(staging / MODEL_FILE))
-            shutil.rmtree(parts)
-        else:
+        with indices_shared_by_functions():
+            mlmodel = _convert(step, 1, bool(populations), states, compute_precision)
+            operations = mlmodel._mil_program.functions["main"].operations
+            coded = [op.name for op in operations if op.op_type in COMPRESSED_OP.values() and CODED_SUFFIX in op.name]
+            spike_values = [op.outputs[0].name for op in operations if op.op_type == "stack" and SPIKES_SUFFIX in op.outputs[0].name]
+            if prefill:  # one package, two functions over the same states, equal weights stored once
+                mlmodel = _multifunction({"main": mlmodel, PREFILL_FUNCTION: _convert(step, prefill, False, states, compute_precision)})
             mlmodel.save(str(staging / MODEL_FILE))
         # coremltools' ExportedProgram frontend adds ExecuTorch's debug handle map (0.29 MB on the demo, a
         # fifth of the package); Core ML does not read it (the package manifest does not list it)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgespike.capture import PREFILL_TOKENS, DecodeStep, export_step
+from edgespike.capture import PREFILL_TOKENS, DecodeStep, export_step, release_trace_caches
 from edgespike.errors import EdgespikeError
 from edgespike.staging import size_text
 from edgespike.exporters import graph_walk
@@ -232,6 +232,7 @@ class ExecuTorchExporter:
             from executorch.backends.xnnpack.partition.config.gemm_configs import AddmmConfig, LinearConfig, MMConfig
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+            from executorch.exir.backend.utils import is_same_node
             from executorch.exir.passes import MemoryPlanningPass
             from executorch.exir.passes.constant_prop_pass import _DEFAULT_SKIP_TARGETS, _QUANT_PRIMITIVES, constant_prop_pass
             from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
@@ -263,6 +264,10 @@ class ExecuTorchExporter:
         with preprocessing_shares_weights():
             edge = to_edge_transform_and_lower(programs, partitioner=[partitioner])
         del programs
+        # the partitioner's is_same_node is an unbounded lru_cache of fx nodes, which (with torch's fake-tensor
+        # cache) kept every program made on the way alive, their constants too, for the life of the process
+        is_same_node.cache_clear()
+        release_trace_caches()
         delegates = delegated_ops(edge.exported_program("forward"))
         executorch_program = edge.to_executorch(ExecutorchBackendConfig(
             passes=[InitializedMutableBufferPass([spec.buffer for spec in step.specs])],  # the state starts at zero

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from edgespike import models
 from edgespike.capture import decode_step
 from edgespike.errors import EdgespikeError
-from edgespike.exporters import export
+from edgespike.exporters import ExportOptions, export
 from edgespike.models.streaming import large_parameters_on_meta, load_frozen, random_tensor
 
 FAMILIES = ["pulse", "neurogen", "slms_pulse"]  # TernaryLinear + tied embeddings, persistent buffers, nn.Linear
@@ -179,3 +179,17 @@ def test_a_model_too_large_for_executorch_names_the_numbers(tmp_path, monkeypatc
                                              r"executorch .*, this machine has 0\.04 MB; export it to onnx or coreml"):
         export(model, "executorch", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_no_traced_program_outlives_an_executorch_export(tmp_path):
+    """Caches of torch (fake-tensor dispatch) and executorch (the partitioner's is_same_node) kept every program
+    traced while lowering alive, constants and all: on an 8-layer d2048 pulse 0.74 GB after its ExecuTorch export."""
+    import gc
+
+    def traced_programs() -> int:
+        gc.collect()
+        return sum(isinstance(o, torch.export.ExportedProgram) for o in gc.get_objects())
+
+    model, before = models.create("pulse", "tiny"), traced_programs()
+    export(model, "executorch", tmp_path / "executorch", ExportOptions(prefill_tokens=2))
+    assert traced_programs() == before
