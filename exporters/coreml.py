@@ -25,6 +25,7 @@ either (``MLModel(..., function_name="prefill")``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from pathlib import Path
 
@@ -238,6 +239,22 @@ def _convert(step: DecodeStep, tokens: int, spike_rates: bool, states: list, com
     )
 
 
+def _share_equal_consts(program) -> None:
+    """Give the consts of equal value in ``program``'s functions one ``weight_id``, so the package stores each
+    once, as save_multifunction's const deduplication does; equal by their bytes' hash (its ``np.allclose``
+    makes float64 temporaries of every weight, 3 GB at once for a 7B model's embedding)."""
+    groups: dict[tuple, list] = {}
+    for function in program.functions.values():
+        for op in function.operations:
+            value = op.outputs[0].val if op.op_type == "const" else None
+            if isinstance(value, np.ndarray):
+                digest = hashlib.sha1(np.ascontiguousarray(value).view(np.uint8)).hexdigest()
+                groups.setdefault((value.dtype.str, value.shape, digest), []).append(op)
+    for weight_id, ops in enumerate(ops for ops in groups.values() if len(ops) > 1):
+        for op in ops:
+            op.weight_id = str(weight_id)
+
+
 def _multifunction(functions: dict):
     """One model of ``functions`` (name -> converted model; "main" the default) as ``ct.utils.save_multifunction``
     makes it, equal weights deduplicated across functions, but from their programs in memory: it reads saved
@@ -245,7 +262,6 @@ def _multifunction(functions: dict):
     import coremltools as ct
     from coremltools.converters.mil.converter import mil_convert
     from coremltools.converters.mil.mil import Program
-    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
     from coremltools.proto import Model_pb2
 
     program, descriptions = Program(), []
@@ -253,7 +269,7 @@ def _multifunction(functions: dict):
         program.add_function(name, mlmodel._mil_program.functions["main"])
         spec = mlmodel.get_spec().description
         descriptions.append(Model_pb2.FunctionDescription(name=name, input=spec.input, output=spec.output, state=spec.state))
-    PASS_REGISTRY["common::const_deduplication"]._deduplicate_const_across_functions(program)
+    _share_equal_consts(program)
     program.default_function_name = "main"
     program.skip_all_passes = program.export_as_multifunction = True
     return mil_convert(

@@ -77,8 +77,8 @@ def test_coreml_prefill_is_a_second_function_over_the_same_states_and_weights(wi
     assert [s.name for s in functions["main"].state] == [s.name for s in functions["prefill"].state]
     assert [list(i.type.multiArrayType.shape) for i in functions["prefill"].input if i.name == "tokens"] == [[1, 2]]
     weights = [sum(p.stat().st_size for p in (tmp_path / d / "model.mlpackage").rglob("weight.bin")) for d in ("with", "without")]
-    # two functions, no more weight bytes than one: save_multifunction stored the equal weights once (its
-    # dedup pass even merges a few constants within main)
+    # two functions, no more weight bytes than one: the functions' equal weights stored once (the ternary
+    # indices shared, every other const by its bytes' hash)
     assert weights[0] <= weights[1]
     session = load(tmp_path / "with")  # the MIL interpreter off macOS: fp32 compute, fp16x2 states
     stepped = _token_by_token(session, PROMPT[:6])
