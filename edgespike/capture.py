@@ -27,9 +27,9 @@ counter stops being exact past 2048. ALiBi families have no such input.
 
 from __future__ import annotations
 
-import gc
 import copy
 import dataclasses
+import gc
 from dataclasses import dataclass
 
 import torch

@@ -240,16 +240,16 @@ def _convert(step: DecodeStep, tokens: int, spike_rates: bool, states: list, com
 
 
 def _share_equal_consts(program) -> None:
-    """Give the consts of equal value in ``program``'s functions one ``weight_id``, so the package stores each
-    once, as save_multifunction's const deduplication does; equal by their bytes' hash (its ``np.allclose``
-    makes float64 temporaries of every weight, 3 GB at once for a 7B model's embedding)."""
+    """Give the consts of equal type and bytes in ``program``'s functions one ``weight_id``, so the package
+    stores each once, as save_multifunction's const deduplication does, whose ``np.allclose`` makes float64
+    temporaries of the weights it compares (evospikenet:7b-llama's export peaked at 18.5 GB with it, 15.9 without)."""
     groups: dict[tuple, list] = {}
     for function in program.functions.values():
         for op in function.operations:
-            value = op.outputs[0].val if op.op_type == "const" else None
-            if isinstance(value, np.ndarray):
-                digest = hashlib.sha1(np.ascontiguousarray(value).view(np.uint8)).hexdigest()
-                groups.setdefault((value.dtype.str, value.shape, digest), []).append(op)
+            var = op.outputs[0]
+            if op.op_type == "const" and isinstance(var.val, np.ndarray):
+                digest = hashlib.sha1(np.ascontiguousarray(var.val).view(np.uint8)).hexdigest()
+                groups.setdefault((var.dtype, var.val.shape, digest), []).append(op)
     for weight_id, ops in enumerate(ops for ops in groups.values() if len(ops) > 1):
         for op in ops:
             op.weight_id = str(weight_id)
