@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgespike.capture import PREFILL_TOKENS, DecodeStep, export_step, release_trace_caches
+from edgespike.capture import PREFILL_TOKENS, DecodeStep, export_step
 from edgespike.errors import EdgespikeError
 from edgespike.staging import size_text
 from edgespike.exporters import graph_walk
@@ -265,9 +265,8 @@ class ExecuTorchExporter:
             edge = to_edge_transform_and_lower(programs, partitioner=[partitioner])
         del programs
         # the partitioner's is_same_node is an unbounded lru_cache of fx nodes, which (with torch's fake-tensor
-        # cache) kept every program made on the way alive, their constants too, for the life of the process
+        # cache, which export() empties) kept every program made on the way alive, their constants too
         is_same_node.cache_clear()
-        release_trace_caches()
         delegates = delegated_ops(edge.exported_program("forward"))
         executorch_program = edge.to_executorch(ExecutorchBackendConfig(
             passes=[InitializedMutableBufferPass([spec.buffer for spec in step.specs])],  # the state starts at zero

@@ -38,15 +38,20 @@ class ExecuTorchSession:
             self.loaded = {name: program.load_method(name) for name in self.methods}
         self.program = program  # owns the methods' memory: kept alive with them
         self.position = 0
-        self.last_spikes: list[np.ndarray] = []  # the LIF spikes of the last call
+        self.spike_outputs: list[torch.Tensor] = []  # the last call's outputs after the logits (manifest spike_outputs)
 
     def _run(self, method: str, tokens: list[int]) -> np.ndarray:
         inputs = [torch.tensor([tokens], dtype=torch.long)]
         inputs += [torch.from_numpy(value) for value in position_inputs(self.manifest, self.position, len(tokens)).values()]
         self.position += len(tokens)
         outputs = self.loaded[method].execute(inputs)
-        self.last_spikes = [spikes.numpy().copy() for spikes in outputs[1:]]  # forward's (manifest spike_outputs)
+        self.spike_outputs = outputs[1:]
         return outputs[0][0].numpy()
+
+    @property
+    def last_spikes(self) -> list[np.ndarray]:
+        """The LIF spikes of the last call, copied out when asked (only validation reads them)."""
+        return [spikes.numpy().copy() for spikes in self.spike_outputs]
 
     def set_state(self, values: dict[str, np.ndarray]) -> None:
         """Overwrite the carried state (by the manifest's state names) through the ``set_state`` method."""
